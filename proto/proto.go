@@ -1,0 +1,411 @@
+package proto
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// ProtocolVersion is the version this package speaks; see the history in doc.go.
+const ProtocolVersion = 1
+
+// MaxMessageSize is the largest frame any reader accepts. An SDP offer from a
+// browser with audio and video is 5–10 KB; 64 KiB leaves room without letting a
+// peer make us buffer megabytes.
+const MaxMessageSize = 64 << 10
+
+// Stream names a camera's stream.
+const (
+	StreamMain = "main"
+	StreamSub  = "sub"
+)
+
+// Message is any signaling message.
+type Message interface {
+	// MessageType is the "type" value on the wire.
+	MessageType() string
+	validate() error
+}
+
+// Header is the envelope every message starts with. Encode fills it in.
+type Header struct {
+	V    int    `json:"v"`
+	Type string `json:"type"`
+}
+
+// ICEServer is a STUN or TURN server as RTCIceServer describes it.
+type ICEServer struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+}
+
+// Camera is one camera as the agent reports it.
+type Camera struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	HasSub bool   `json:"has_sub,omitempty"`
+}
+
+// Hello opens the device handshake.
+type Hello struct {
+	Header
+	DeviceID     string   `json:"device_id"`
+	PublicKey    []byte   `json:"public_key"`
+	AgentVersion string   `json:"agent_version,omitempty"`
+	Cameras      []Camera `json:"cameras"`
+}
+
+// Challenge carries the nonce the device must sign.
+type Challenge struct {
+	Header
+	Nonce []byte `json:"nonce"`
+}
+
+// Auth is the device's signature over AuthPayload(nonce, device_id).
+type Auth struct {
+	Header
+	Signature []byte `json:"signature"`
+}
+
+// Welcome ends a successful device handshake.
+type Welcome struct {
+	Header
+	Claimed    bool        `json:"claimed"`
+	Owner      string      `json:"owner,omitempty"`
+	ServerKey  []byte      `json:"server_key"`
+	ICEServers []ICEServer `json:"ice_servers"`
+}
+
+// ClaimCode is the one-time code an unclaimed device shows its owner.
+type ClaimCode struct {
+	Header
+	Code    string    `json:"code"`
+	Expires time.Time `json:"expires"`
+	URL     string    `json:"url"`
+}
+
+// Claimed tells the device that an owner has claimed it.
+type Claimed struct {
+	Header
+	Owner string `json:"owner"`
+}
+
+// Open asks for a session with one camera.
+type Open struct {
+	Header
+	Device string `json:"device"`
+	Camera string `json:"camera"`
+	Stream string `json:"stream,omitempty"`
+	Token  string `json:"token,omitempty"`
+}
+
+// Session acknowledges Open.
+type Session struct {
+	Header
+	Session    string      `json:"session"`
+	ICEServers []ICEServer `json:"ice_servers"`
+}
+
+// Offer is the viewer's SDP offer. Camera, Stream, Token and Trickle are set by
+// the rendezvous when it forwards the offer to the agent.
+type Offer struct {
+	Header
+	Session string `json:"session"`
+	SDP     string `json:"sdp"`
+	Camera  string `json:"camera,omitempty"`
+	Stream  string `json:"stream,omitempty"`
+	Token   string `json:"token,omitempty"`
+	Trickle *bool  `json:"trickle,omitempty"`
+}
+
+// Answer is the agent's SDP answer.
+type Answer struct {
+	Header
+	Session string `json:"session"`
+	SDP     string `json:"sdp"`
+}
+
+// Candidate is one trickled ICE candidate; an empty Candidate ends the list.
+type Candidate struct {
+	Header
+	Session       string  `json:"session"`
+	Candidate     string  `json:"candidate"`
+	SDPMid        *string `json:"sdp_mid,omitempty"`
+	SDPMLineIndex *uint16 `json:"sdp_mline_index,omitempty"`
+}
+
+// Bye ends a session.
+type Bye struct {
+	Header
+	Session string `json:"session"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// Error reports a failure; Session is empty for connection-level errors.
+type Error struct {
+	Header
+	Session string `json:"session,omitempty"`
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (*Hello) MessageType() string     { return "hello" }
+func (*Challenge) MessageType() string { return "challenge" }
+func (*Auth) MessageType() string      { return "auth" }
+func (*Welcome) MessageType() string   { return "welcome" }
+func (*ClaimCode) MessageType() string { return "claim_code" }
+func (*Claimed) MessageType() string   { return "claimed" }
+func (*Open) MessageType() string      { return "open" }
+func (*Session) MessageType() string   { return "session" }
+func (*Offer) MessageType() string     { return "offer" }
+func (*Answer) MessageType() string    { return "answer" }
+func (*Candidate) MessageType() string { return "candidate" }
+func (*Bye) MessageType() string       { return "bye" }
+func (*Error) MessageType() string     { return "error" }
+
+var constructors = map[string]func() Message{
+	"hello":      func() Message { return &Hello{} },
+	"challenge":  func() Message { return &Challenge{} },
+	"auth":       func() Message { return &Auth{} },
+	"welcome":    func() Message { return &Welcome{} },
+	"claim_code": func() Message { return &ClaimCode{} },
+	"claimed":    func() Message { return &Claimed{} },
+	"open":       func() Message { return &Open{} },
+	"session":    func() Message { return &Session{} },
+	"offer":      func() Message { return &Offer{} },
+	"answer":     func() Message { return &Answer{} },
+	"candidate":  func() Message { return &Candidate{} },
+	"bye":        func() Message { return &Bye{} },
+	"error":      func() Message { return &Error{} },
+}
+
+func required(field, v string) error {
+	if v == "" {
+		return fmt.Errorf("%w: %s is required", ErrBadMessage, field)
+	}
+	return nil
+}
+
+func (m *Hello) validate() error {
+	if err := required("device_id", m.DeviceID); err != nil {
+		return err
+	}
+	if len(m.PublicKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: public_key must be %d bytes", ErrBadMessage, ed25519.PublicKeySize)
+	}
+	for i, c := range m.Cameras {
+		if c.ID == "" {
+			return fmt.Errorf("%w: cameras[%d].id is required", ErrBadMessage, i)
+		}
+	}
+	return nil
+}
+
+func (m *Challenge) validate() error {
+	if len(m.Nonce) < 16 {
+		return fmt.Errorf("%w: nonce must be at least 16 bytes", ErrBadMessage)
+	}
+	return nil
+}
+
+func (m *Auth) validate() error {
+	if len(m.Signature) != ed25519.SignatureSize {
+		return fmt.Errorf("%w: signature must be %d bytes", ErrBadMessage, ed25519.SignatureSize)
+	}
+	return nil
+}
+
+func (m *Welcome) validate() error {
+	if len(m.ServerKey) != ed25519.PublicKeySize {
+		return fmt.Errorf("%w: server_key must be %d bytes", ErrBadMessage, ed25519.PublicKeySize)
+	}
+	return nil
+}
+
+func (m *ClaimCode) validate() error {
+	if err := required("code", m.Code); err != nil {
+		return err
+	}
+	if m.Expires.IsZero() {
+		return fmt.Errorf("%w: expires is required", ErrBadMessage)
+	}
+	return nil
+}
+
+func (m *Claimed) validate() error { return required("owner", m.Owner) }
+
+func (m *Open) validate() error {
+	if err := required("device", m.Device); err != nil {
+		return err
+	}
+	if err := required("camera", m.Camera); err != nil {
+		return err
+	}
+	return validStream(m.Stream)
+}
+
+func validStream(s string) error {
+	switch s {
+	case "", StreamMain, StreamSub:
+		return nil
+	}
+	return fmt.Errorf("%w: stream must be %q or %q", ErrBadMessage, StreamMain, StreamSub)
+}
+
+func (m *Session) validate() error { return required("session", m.Session) }
+
+func (m *Offer) validate() error {
+	if err := required("session", m.Session); err != nil {
+		return err
+	}
+	if err := required("sdp", m.SDP); err != nil {
+		return err
+	}
+	return validStream(m.Stream)
+}
+
+func (m *Answer) validate() error {
+	if err := required("session", m.Session); err != nil {
+		return err
+	}
+	return required("sdp", m.SDP)
+}
+
+func (m *Candidate) validate() error { return required("session", m.Session) }
+func (m *Bye) validate() error       { return required("session", m.Session) }
+
+func (m *Error) validate() error {
+	if err := required("code", string(m.Code)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Encode stamps the envelope on m and marshals it.
+func Encode(m Message) ([]byte, error) {
+	h := header(m)
+	h.V, h.Type = ProtocolVersion, m.MessageType()
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
+	}
+	if len(b) > MaxMessageSize {
+		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, ErrTooLarge)
+	}
+	return b, nil
+}
+
+// header returns the envelope embedded in m.
+func header(m Message) *Header {
+	switch m := m.(type) {
+	case *Hello:
+		return &m.Header
+	case *Challenge:
+		return &m.Header
+	case *Auth:
+		return &m.Header
+	case *Welcome:
+		return &m.Header
+	case *ClaimCode:
+		return &m.Header
+	case *Claimed:
+		return &m.Header
+	case *Open:
+		return &m.Header
+	case *Session:
+		return &m.Header
+	case *Offer:
+		return &m.Header
+	case *Answer:
+		return &m.Header
+	case *Candidate:
+		return &m.Header
+	case *Bye:
+		return &m.Header
+	case *Error:
+		return &m.Header
+	}
+	return &Header{}
+}
+
+// Decode parses one frame strictly. Its errors wrap one of the sentinel errors
+// in errors.go; CodeOf maps them to the wire code.
+func Decode(b []byte) (Message, error) {
+	if len(b) > MaxMessageSize {
+		return nil, fmt.Errorf("proto: %w (%d bytes, limit %d)", ErrTooLarge, len(b), MaxMessageSize)
+	}
+	var h struct {
+		V    *int    `json:"v"`
+		Type *string `json:"type"`
+	}
+	if err := json.Unmarshal(b, &h); err != nil {
+		return nil, fmt.Errorf("proto: %w: %s", ErrBadMessage, jsonProblem(err))
+	}
+	if h.V == nil {
+		return nil, fmt.Errorf("proto: %w: \"v\" is missing", ErrUnsupportedVersion)
+	}
+	if *h.V != ProtocolVersion {
+		return nil, fmt.Errorf("proto: %w: v=%d, this peer speaks v=%d", ErrUnsupportedVersion, *h.V, ProtocolVersion)
+	}
+	if h.Type == nil || *h.Type == "" {
+		return nil, fmt.Errorf("proto: %w: \"type\" is missing", ErrBadMessage)
+	}
+	newMsg, ok := constructors[*h.Type]
+	if !ok {
+		return nil, fmt.Errorf("proto: %w: %q", ErrUnknownType, *h.Type)
+	}
+	m := newMsg()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(m); err != nil {
+		return nil, fmt.Errorf("proto: %w: %s: %s", ErrBadMessage, *h.Type, jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("proto: %w: %s: data after the object", ErrBadMessage, *h.Type)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("proto: %s: %w", *h.Type, err)
+	}
+	return m, nil
+}
+
+// jsonProblem turns encoding/json's errors into a short sentence.
+func jsonProblem(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		if te.Field == "" {
+			return "a message must be a JSON object, not " + te.Value
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+var deviceIDEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// DeviceID derives a device's ID from its Ed25519 public key.
+func DeviceID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return strings.ToLower(deviceIDEncoding.EncodeToString(sum[:16]))
+}
+
+// AuthPayload is what a device signs to prove it holds its key. The prefix
+// separates it from any other use of the key.
+func AuthPayload(nonce []byte, deviceID string) []byte {
+	p := make([]byte, 0, 32+len(nonce)+len(deviceID))
+	p = append(p, "peercam-device-auth-v1\x00"...)
+	p = append(p, deviceID...)
+	p = append(p, 0)
+	return append(p, nonce...)
+}
