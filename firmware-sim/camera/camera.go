@@ -1,0 +1,167 @@
+// Package camera makes the media a simulated camera sends: looping H.264 clips
+// embedded in the binary, paced in real time with continuous RTP timestamps and
+// sequence numbers, and a G.711 µ-law tone. It knows nothing about RTSP; the nvr
+// package serves what it makes.
+package camera
+
+import (
+	"context"
+	"embed"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/g711"
+	"github.com/pion/rtp"
+
+	"github.com/peercam/peercam/internal/media/h264"
+)
+
+//go:embed clips/*.h264
+var clipFS embed.FS
+
+// ClipChannels is how many channels have their own clip; higher channels reuse
+// clip ((n-1) % ClipChannels) + 1, so their picture shows a lower number.
+const ClipChannels = 4
+
+// Stream kinds.
+const (
+	Main = "main"
+	Sub  = "sub"
+)
+
+// Clip is a decoded H.264 clip ready to loop.
+type Clip struct {
+	Name          string
+	AUs           [][][]byte
+	FPS           int
+	Width, Height int
+	SPS, PPS      []byte
+}
+
+// LoadClip returns the clip for a channel's main or sub stream.
+func LoadClip(channel int, stream string) (*Clip, error) {
+	if channel < 1 {
+		return nil, fmt.Errorf("camera: channel %d: channels start at 1", channel)
+	}
+	fps := 25
+	if stream == Sub {
+		fps = 15
+	} else if stream != Main {
+		return nil, fmt.Errorf("camera: unknown stream %q", stream)
+	}
+	name := fmt.Sprintf("ch%d-%s.h264", (channel-1)%ClipChannels+1, stream)
+	return loadClip(name, fps)
+}
+
+// LoadBFrameClip returns a clip whose stream has B-frames, as some real cameras
+// send; the agent must detect and report it.
+func LoadBFrameClip() (*Clip, error) { return loadClip("bframes.h264", 15) }
+
+func loadClip(name string, fps int) (*Clip, error) {
+	raw, err := clipFS.ReadFile("clips/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	aus, err := h264.SplitAccessUnits(raw)
+	if err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	if len(aus) == 0 || !h264.IsKeyframe(aus[0]) {
+		return nil, fmt.Errorf("camera: clip %s does not start with a keyframe", name)
+	}
+	c := &Clip{Name: name, AUs: aus, FPS: fps}
+	c.SPS, c.PPS = h264.ParamSets(aus[0])
+	if c.Width, c.Height, err = h264.Size(c.SPS); err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	return c, nil
+}
+
+// Format is the RTSP format description of the clip's video.
+func (c *Clip) Format() *format.H264 {
+	return &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: c.SPS, PPS: c.PPS}
+}
+
+// PlayVideo loops the clip in real time, handing each frame's RTP packets to
+// write, until ctx ends. Timestamps and sequence numbers run on across loops so a
+// client never sees time jump back.
+func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet)) error {
+	enc, err := c.Format().CreateEncoder()
+	if err != nil {
+		return fmt.Errorf("camera: %s: %w", c.Name, err)
+	}
+	const clockRate = 90000
+	start := time.Now()
+	baseTS := randUint32()
+	for n := 0; ; n++ {
+		due := start.Add(time.Duration(n) * time.Second / time.Duration(c.FPS))
+		if err := sleepUntil(ctx, due); err != nil {
+			return nil
+		}
+		pkts, err := enc.Encode(c.AUs[n%len(c.AUs)])
+		if err != nil {
+			return fmt.Errorf("camera: %s: frame %d: %w", c.Name, n, err)
+		}
+		ts := baseTS + uint32(int64(n)*clockRate/int64(c.FPS))
+		for _, p := range pkts {
+			p.Timestamp = ts
+		}
+		write(pkts)
+	}
+}
+
+// AudioFormat is the format of the simulated microphone.
+func AudioFormat() *format.G711 {
+	return &format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}
+}
+
+// toneSecond is one second of a quiet 400 Hz tone in µ-law; 400 Hz fits a
+// whole number of periods in a second, so it loops without a click.
+var toneSecond = func() []byte {
+	lpcm := make(g711.Mulaw, 8000*2)
+	for i := 0; i < 8000; i++ {
+		v := int16(2000 * math.Sin(2*math.Pi*400*float64(i)/8000))
+		lpcm[2*i], lpcm[2*i+1] = byte(uint16(v)>>8), byte(uint16(v))
+	}
+	enc, _ := lpcm.Marshal()
+	return enc
+}()
+
+// PlayAudio sends the tone in 20 ms packets until ctx ends.
+func PlayAudio(ctx context.Context, write func(*rtp.Packet)) error {
+	const samples = 160 // 20 ms at 8 kHz
+	start := time.Now()
+	seq, ts := uint16(randUint32()), randUint32()
+	for n := 0; ; n++ {
+		if err := sleepUntil(ctx, start.Add(time.Duration(n)*20*time.Millisecond)); err != nil {
+			return nil
+		}
+		off := (n * samples) % len(toneSecond)
+		write(&rtp.Packet{
+			Header: rtp.Header{
+				Version: 2, PayloadType: 0, SequenceNumber: seq,
+				Timestamp: ts, Marker: n == 0,
+			},
+			Payload: toneSecond[off : off+samples],
+		})
+		seq++
+		ts += samples
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) error {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-timer.C:
+		return nil
+	}
+}

@@ -1,0 +1,52 @@
+// Command firmware-sim simulates an IP camera or a multi-channel NVR serving
+// real RTSP, for tests and demos.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/peercam/peercam/firmware-sim/nvr"
+)
+
+func main() {
+	cfg := nvr.DefaultConfig()
+	flag.StringVar(&cfg.Listen, "listen", cfg.Listen, "RTSP address to listen on (port 0 picks a free one)")
+	flag.IntVar(&cfg.Channels, "channels", cfg.Channels, "number of channels (1 = a single camera)")
+	flag.StringVar(&cfg.User, "user", cfg.User, "RTSP user name (digest authentication)")
+	flag.StringVar(&cfg.Pass, "pass", cfg.Pass, "RTSP password")
+	flag.BoolVar(&cfg.Audio, "audio", cfg.Audio, "send a G.711 µ-law tone with every stream")
+	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
+	flag.Parse()
+
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	for _, f := range strings.FieldsFunc(*bframes, func(r rune) bool { return r == ',' }) {
+		ch, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "firmware-sim: -bframes: %q is not a channel number\n", f)
+			os.Exit(2)
+		}
+		cfg.BFrameChannels = append(cfg.BFrameChannels, ch)
+	}
+	cfg.Logger = log
+
+	srv, err := nvr.Start(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "firmware-sim:", err)
+		os.Exit(1)
+	}
+	log.Info("firmware-sim ready", "addr", srv.Addr(), "channels", cfg.Channels,
+		"example", srv.URL(1, "main"))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() { _ = srv.Wait(); stop() }()
+	<-ctx.Done()
+	srv.Close()
+}

@@ -1,0 +1,318 @@
+// Package nvr is the RTSP side of the simulator: one server that looks like a
+// camera (one channel) or a multi-channel recorder, with the stream paths real
+// Hikvision and Dahua boxes use, digest authentication, and TCP and UDP
+// transports. Streams run all the time, as a real recorder's do.
+package nvr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/auth"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/pion/rtp"
+
+	"github.com/peercam/peercam/firmware-sim/camera"
+)
+
+// Config describes the simulated recorder.
+type Config struct {
+	// Listen is the RTSP TCP address. Default 127.0.0.1:8554; port 0 picks one.
+	Listen string
+	// Channels is the number of channels. Default 1 (a single camera).
+	Channels int
+	// User and Pass are the digest credentials. Default admin/admin.
+	User, Pass string
+	// Audio adds a G.711 µ-law track to every stream. Default true.
+	Audio bool
+	// BFrameChannels lists channels whose main stream sends H.264 with
+	// B-frames, as some real cameras do.
+	BFrameChannels []int
+	// Logger receives connection events. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the defaults documented on Config.
+func DefaultConfig() Config {
+	return Config{Listen: "127.0.0.1:8554", Channels: 1, User: "admin", Pass: "admin", Audio: true}
+}
+
+// MaxChannels bounds -channels; real recorders stop at 64.
+const MaxChannels = 64
+
+// Validate checks the config and names the field at fault.
+func (c Config) Validate() error {
+	if c.Listen == "" {
+		return errors.New("nvr: listen: missing address")
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("nvr: listen: %w", err)
+	}
+	if c.Channels < 1 || c.Channels > MaxChannels {
+		return fmt.Errorf("nvr: channels: %d is not between 1 and %d", c.Channels, MaxChannels)
+	}
+	if c.User == "" {
+		return errors.New("nvr: user: must not be empty")
+	}
+	for _, ch := range c.BFrameChannels {
+		if ch < 1 || ch > c.Channels {
+			return fmt.Errorf("nvr: bframes: channel %d does not exist", ch)
+		}
+	}
+	return nil
+}
+
+type streamKey struct {
+	channel int
+	kind    string
+}
+
+// Server is a running simulated recorder.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	srv    *gortsplib.Server
+	addr   string
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	// streams is written once in Start and read-only afterwards.
+	streams map[streamKey]*gortsplib.ServerStream
+}
+
+// Start opens the listeners and starts every stream.
+func Start(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{}}
+
+	tcp, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("nvr: listen: %w", err)
+	}
+	s.addr = tcp.Addr().String()
+	host, _, _ := net.SplitHostPort(s.addr)
+	rtpConn, rtcpConn, err := listenUDPPair(host)
+	if err != nil {
+		tcp.Close()
+		return nil, fmt.Errorf("nvr: udp: %w", err)
+	}
+	pre := map[string]net.PacketConn{
+		rtpConn.LocalAddr().String():  rtpConn,
+		rtcpConn.LocalAddr().String(): rtcpConn,
+	}
+	s.srv = &gortsplib.Server{
+		Handler:        s,
+		RTSPAddress:    s.addr,
+		UDPRTPAddress:  rtpConn.LocalAddr().String(),
+		UDPRTCPAddress: rtcpConn.LocalAddr().String(),
+		AuthMethods:    []auth.VerifyMethod{auth.VerifyMethodDigestMD5},
+		Listen:         func(string, string) (net.Listener, error) { return tcp, nil },
+		ListenPacket: func(_, address string) (net.PacketConn, error) {
+			if c, ok := pre[address]; ok {
+				return c, nil
+			}
+			return nil, fmt.Errorf("unexpected UDP listen on %s", address)
+		},
+	}
+	if err := s.srv.Start(); err != nil {
+		tcp.Close()
+		rtpConn.Close()
+		rtcpConn.Close()
+		return nil, fmt.Errorf("nvr: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	for ch := 1; ch <= cfg.Channels; ch++ {
+		for _, kind := range []string{camera.Main, camera.Sub} {
+			if err := s.startStream(ctx, ch, kind); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+	}
+	return s, nil
+}
+
+func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
+	clip, err := camera.LoadClip(ch, kind)
+	if kind == camera.Main && contains(s.cfg.BFrameChannels, ch) {
+		clip, err = camera.LoadBFrameClip()
+	}
+	if err != nil {
+		return err
+	}
+	video := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{clip.Format()}}
+	desc := &description.Session{Title: fmt.Sprintf("PeerCam sim channel %d %s", ch, kind), Medias: []*description.Media{video}}
+	var audio *description.Media
+	if s.cfg.Audio {
+		audio = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{camera.AudioFormat()}}
+		desc.Medias = append(desc.Medias, audio)
+	}
+	st := &gortsplib.ServerStream{Server: s.srv, Desc: desc}
+	if err := st.Initialize(); err != nil {
+		return fmt.Errorf("nvr: channel %d %s: %w", ch, kind, err)
+	}
+	s.streams[streamKey{ch, kind}] = st
+
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		err := clip.PlayVideo(ctx, func(pkts []*rtp.Packet) {
+			for _, p := range pkts {
+				_ = st.WritePacketRTP(video, p)
+			}
+		})
+		if err != nil {
+			s.log.Error("video stopped", "channel", ch, "stream", kind, "err", err)
+		}
+	}()
+	if audio != nil {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = camera.PlayAudio(ctx, func(p *rtp.Packet) { _ = st.WritePacketRTP(audio, p) })
+		}()
+	}
+	return nil
+}
+
+func contains(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Addr is the RTSP address the server listens on.
+func (s *Server) Addr() string { return s.addr }
+
+// URL returns the Hikvision-style URL of a channel's stream, with credentials.
+func (s *Server) URL(channel int, kind string) string {
+	n := 1
+	if kind == camera.Sub {
+		n = 2
+	}
+	u := url.URL{Scheme: "rtsp", User: url.UserPassword(s.cfg.User, s.cfg.Pass), Host: s.addr,
+		Path: fmt.Sprintf("/Streaming/Channels/%d%02d", channel, n)}
+	return u.String()
+}
+
+// Close stops the streams and the server.
+func (s *Server) Close() {
+	s.cancel()
+	s.wg.Wait()
+	for _, st := range s.streams {
+		st.Close()
+	}
+	s.srv.Close()
+}
+
+// Wait blocks until the server fails or is closed.
+func (s *Server) Wait() error { return s.srv.Wait() }
+
+// ParsePath maps a request path and query to a channel and stream kind. It
+// accepts Hikvision's /Streaming/Channels/101 (channel 1 main, 102 sub) and
+// Dahua's /cam/realmonitor?channel=1&subtype=0 (main, 1 sub).
+func ParsePath(path, query string) (channel int, kind string, ok bool) {
+	path = strings.Trim(path, "/")
+	if rest, found := strings.CutPrefix(strings.ToLower(path), "streaming/channels/"); found {
+		n, err := strconv.Atoi(rest)
+		if err != nil || n < 101 {
+			return 0, "", false
+		}
+		switch n % 100 {
+		case 1:
+			return n / 100, camera.Main, true
+		case 2:
+			return n / 100, camera.Sub, true
+		}
+		return 0, "", false
+	}
+	if path == "cam/realmonitor" {
+		q, err := url.ParseQuery(query)
+		if err != nil {
+			return 0, "", false
+		}
+		ch, err := strconv.Atoi(q.Get("channel"))
+		if err != nil {
+			return 0, "", false
+		}
+		switch q.Get("subtype") {
+		case "", "0":
+			return ch, camera.Main, true
+		case "1":
+			return ch, camera.Sub, true
+		}
+	}
+	return 0, "", false
+}
+
+func (s *Server) lookup(c *gortsplib.ServerConn, req *base.Request, path, query string) (*base.Response, *gortsplib.ServerStream, error) {
+	if !c.VerifyCredentials(req, s.cfg.User, s.cfg.Pass) {
+		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}
+	}
+	ch, kind, ok := ParsePath(path, query)
+	st := s.streams[streamKey{ch, kind}]
+	if !ok || st == nil {
+		s.log.Info("unknown stream requested", "path", path, "query", query, "remote", c.NetConn().RemoteAddr())
+		return &base.Response{StatusCode: base.StatusNotFound}, nil, nil
+	}
+	return &base.Response{StatusCode: base.StatusOK}, st, nil
+}
+
+// OnDescribe implements gortsplib.ServerHandlerOnDescribe.
+func (s *Server) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	return s.lookup(ctx.Conn, ctx.Request, ctx.Path, ctx.Query)
+}
+
+// OnSetup implements gortsplib.ServerHandlerOnSetup.
+func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	return s.lookup(ctx.Conn, ctx.Request, ctx.Path, ctx.Query)
+}
+
+// OnPlay implements gortsplib.ServerHandlerOnPlay.
+func (s *Server) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// listenUDPPair opens an even RTP port and the RTCP port after it, as RTSP's
+// UDP transport needs (RFC 3550 section 11).
+func listenUDPPair(host string) (net.PacketConn, net.PacketConn, error) {
+	for i := 0; i < 100; i++ {
+		a, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, nil, err
+		}
+		port := a.LocalAddr().(*net.UDPAddr).Port
+		if port%2 != 0 || port == 65534 {
+			a.Close()
+			continue
+		}
+		b, err := net.ListenPacket("udp", net.JoinHostPort(host, strconv.Itoa(port+1)))
+		if err != nil {
+			a.Close()
+			continue
+		}
+		return a, b, nil
+	}
+	return nil, nil, errors.New("no free pair of consecutive UDP ports")
+}

@@ -1,0 +1,165 @@
+package nvr
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/firmware-sim/camera"
+)
+
+func TestParsePath(t *testing.T) {
+	tests := []struct {
+		name, path, query string
+		ch                int
+		kind              string
+		ok                bool
+	}{
+		{"hikvision main", "/Streaming/Channels/101", "", 1, camera.Main, true},
+		{"hikvision sub", "Streaming/Channels/102", "", 1, camera.Sub, true},
+		{"hikvision ch16", "/Streaming/channels/1601", "", 16, camera.Main, true},
+		{"hikvision third stream", "/Streaming/Channels/103", "", 0, "", false},
+		{"hikvision garbage", "/Streaming/Channels/abc", "", 0, "", false},
+		{"dahua main", "/cam/realmonitor", "channel=2&subtype=0", 2, camera.Main, true},
+		{"dahua sub", "/cam/realmonitor", "channel=3&subtype=1", 3, camera.Sub, true},
+		{"dahua no subtype", "/cam/realmonitor", "channel=3", 3, camera.Main, true},
+		{"dahua bad subtype", "/cam/realmonitor", "channel=3&subtype=7", 0, "", false},
+		{"unknown", "/live", "", 0, "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ch, kind, ok := ParsePath(tt.path, tt.query)
+			if ch != tt.ch || kind != tt.kind || ok != tt.ok {
+				t.Fatalf("got %d %q %v, want %d %q %v", ch, kind, ok, tt.ch, tt.kind, tt.ok)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	c := DefaultConfig()
+	c.Channels = 0
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "channels") {
+		t.Fatalf("err %v, want one naming channels", err)
+	}
+	c = DefaultConfig()
+	c.BFrameChannels = []int{2}
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "bframes") {
+		t.Fatalf("err %v, want one naming bframes", err)
+	}
+}
+
+type probe struct {
+	Streams []struct {
+		CodecName  string `json:"codec_name"`
+		CodecType  string `json:"codec_type"`
+		Width      int    `json:"width"`
+		Height     int    `json:"height"`
+		RFrameRate string `json:"r_frame_rate"`
+		SampleRate string `json:"sample_rate"`
+	} `json:"streams"`
+}
+
+// ffprobe is an RTSP client nobody here wrote: if it reads our streams, real
+// NVR clients will too.
+func ffprobe(t *testing.T, url, transport string) (probe, string, error) {
+	t.Helper()
+	ff, err := exec.LookPath("ffprobe")
+	if err != nil {
+		t.Fatal("ffprobe not installed: run make deps")
+	}
+	cmd := exec.Command(ff, "-v", "error", "-rtsp_transport", transport, "-timeout", "10000000",
+		"-show_entries", "stream=codec_name,codec_type,width,height,r_frame_rate,sample_rate",
+		"-of", "json", url)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var p probe
+	if err == nil {
+		err = json.Unmarshal(out, &p)
+	}
+	return p, stderr.String(), err
+}
+
+func TestFFprobeReadsStreams(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Channels = 2
+	srv, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+
+	dahua := func(ch, sub int) string {
+		return fmt.Sprintf("rtsp://admin:admin@%s/cam/realmonitor?channel=%d&subtype=%d", srv.Addr(), ch, sub)
+	}
+	tests := []struct {
+		name, url, transport string
+		w, h                 int
+		fps                  string
+	}{
+		{"hikvision main tcp", srv.URL(1, camera.Main), "tcp", 1280, 720, "25/1"},
+		{"hikvision sub udp", srv.URL(1, camera.Sub), "udp", 640, 360, "15/1"},
+		{"dahua ch2 main udp", dahua(2, 0), "udp", 1280, 720, "25/1"},
+		{"dahua ch2 sub tcp", dahua(2, 1), "tcp", 640, 360, "15/1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p, stderr, err := ffprobe(t, tt.url, tt.transport)
+			if err != nil {
+				t.Fatalf("ffprobe: %v: %s", err, stderr)
+			}
+			if len(p.Streams) != 2 {
+				t.Fatalf("%d streams, want video and audio: %+v", len(p.Streams), p)
+			}
+			v, a := p.Streams[0], p.Streams[1]
+			if v.CodecType != "video" {
+				v, a = a, v
+			}
+			if v.CodecName != "h264" || v.Width != tt.w || v.Height != tt.h || v.RFrameRate != tt.fps {
+				t.Fatalf("video %+v, want h264 %dx%d at %s", v, tt.w, tt.h, tt.fps)
+			}
+			if a.CodecName != "pcm_mulaw" || a.SampleRate != "8000" {
+				t.Fatalf("audio %+v, want pcm_mulaw at 8000", a)
+			}
+		})
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Audio = false
+	srv, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	tests := []struct {
+		name, url, says string
+	}{
+		{"wrong password", "rtsp://admin:nope@" + srv.Addr() + "/Streaming/Channels/101", "401"},
+		{"no credentials", "rtsp://" + srv.Addr() + "/Streaming/Channels/101", "401"},
+		{"unknown path", "rtsp://admin:admin@" + srv.Addr() + "/Streaming/Channels/901", "404"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			_, stderr, err := ffprobe(t, tt.url, "tcp")
+			if err == nil {
+				t.Fatal("ffprobe succeeded, want refusal")
+			}
+			if !strings.Contains(stderr, tt.says) {
+				t.Fatalf("ffprobe said %q, want %s", stderr, tt.says)
+			}
+			if time.Since(start) > 8*time.Second {
+				t.Fatalf("refusal took %v; it should be immediate", time.Since(start))
+			}
+		})
+	}
+}
