@@ -1,0 +1,164 @@
+// Package wsconn is one signaling WebSocket, as both ends use it: a bounded
+// outgoing queue drained by one writer goroutine (so a slow peer never blocks
+// the hub or the agent), keepalive pings, the proto size limit on reads and
+// strict decoding of every frame.
+package wsconn
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/peercam/peercam/proto"
+)
+
+const (
+	// QueueSize bounds messages waiting to be written.
+	QueueSize = 128
+	// PingInterval is how often a ping is sent; a peer silent for
+	// 3×PingInterval is gone.
+	PingInterval = 15 * time.Second
+	writeWait    = 10 * time.Second
+)
+
+// ErrQueueFull means the peer does not read fast enough; the conn is closed.
+var ErrQueueFull = errors.New("wsconn: peer too slow, send queue full")
+
+// Conn is a signaling WebSocket.
+type Conn struct {
+	ws   *websocket.Conn
+	out  chan []byte
+	done chan struct{}
+	once sync.Once
+	// err is why the conn closed; written once inside once.Do.
+	err error
+}
+
+// New wraps ws and starts its writer.
+func New(ws *websocket.Conn) *Conn {
+	c := &Conn{ws: ws, out: make(chan []byte, QueueSize), done: make(chan struct{})}
+	ws.SetReadLimit(proto.MaxMessageSize)
+	_ = ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
+	ws.SetPongHandler(func(string) error {
+		return ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
+	})
+	go c.writer()
+	return c
+}
+
+func (c *Conn) writer() {
+	ping := time.NewTicker(PingInterval)
+	defer ping.Stop()
+	for {
+		select {
+		case <-c.done:
+			c.drain()
+			_ = c.ws.Close()
+			return
+		case b := <-c.out:
+			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+			if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				c.Close(err)
+				return
+			}
+		case <-ping.C:
+			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+				c.Close(err)
+				return
+			}
+		}
+	}
+}
+
+// Send queues m without blocking. When the queue is full the conn is closed:
+// a peer that stopped reading must not hold memory or other peers hostage.
+func (c *Conn) Send(m proto.Message) error {
+	b, err := proto.Encode(m)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-c.done:
+		return errors.New("wsconn: closed")
+	default:
+	}
+	select {
+	case c.out <- b:
+		return nil
+	default:
+		c.Close(ErrQueueFull)
+		return ErrQueueFull
+	}
+}
+
+// SendError sends an error message.
+func (c *Conn) SendError(session string, code proto.Code, msg string) {
+	_ = c.Send(proto.NewError(session, code, msg))
+}
+
+// Read returns the next message. A frame that does not decode is answered with
+// an error message and reported as a *DecodeError, after which reading may go
+// on; an oversize frame or a transport error ends the conn.
+func (c *Conn) Read() (proto.Message, error) {
+	typ, b, err := c.ws.ReadMessage()
+	if err != nil {
+		if errors.Is(err, websocket.ErrReadLimit) {
+			c.SendError("", proto.CodeTooLarge, fmt.Sprintf("frame larger than %d bytes", proto.MaxMessageSize))
+		}
+		c.Close(err)
+		return nil, err
+	}
+	if typ != websocket.TextMessage {
+		c.SendError("", proto.CodeBadMessage, "signaling frames must be text")
+		return nil, &DecodeError{Err: fmt.Errorf("%w: binary frame", proto.ErrBadMessage)}
+	}
+	m, err := proto.Decode(b)
+	if err != nil {
+		c.SendError("", proto.CodeOf(err), err.Error())
+		return nil, &DecodeError{Err: err}
+	}
+	return m, nil
+}
+
+// drain writes what is still queued, briefly, so a final error reaches the
+// peer before the socket closes.
+func (c *Conn) drain() {
+	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
+	for {
+		select {
+		case b := <-c.out:
+			if c.ws.WriteMessage(websocket.TextMessage, b) != nil {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// DecodeError is a frame that was not a valid message; the conn stays open.
+type DecodeError struct{ Err error }
+
+func (e *DecodeError) Error() string { return e.Err.Error() }
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Close ends the conn, recording why.
+func (c *Conn) Close(why error) {
+	c.once.Do(func() {
+		c.err = why
+		close(c.done) // the writer drains the queue and closes the socket
+
+	})
+}
+
+// Done is closed when the conn is.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err tells why the conn closed; call it after Done is closed.
+func (c *Conn) Err() error {
+	<-c.done
+	return c.err
+}
