@@ -1,0 +1,483 @@
+// Package hub is the rendezvous's signaling switchboard. It authenticates
+// devices by their keys, hands unclaimed devices their claim codes, decides
+// whether a viewer may see a camera, and relays offers, answers, candidates and
+// byes between the two ends of each session. It never touches media.
+package hub
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/peercam/peercam/internal/viewertoken"
+	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/proto"
+	"github.com/peercam/peercam/rendezvous/internal/auth"
+	"github.com/peercam/peercam/rendezvous/internal/store"
+)
+
+var (
+	// ErrDeviceOffline means the device has no signaling connection.
+	ErrDeviceOffline = errors.New("device is offline")
+	// ErrNotFound means no such device, camera or session for this viewer.
+	ErrNotFound = errors.New("not found")
+	// ErrForbidden means the viewer's credentials do not cover the camera.
+	ErrForbidden = errors.New("not allowed to view this camera")
+	// ErrUnauthorized means the viewer brought no valid credentials.
+	ErrUnauthorized = errors.New("sign in or use a valid viewer token")
+	// ErrTimeout means the device did not answer in time.
+	ErrTimeout = errors.New("the device did not answer in time")
+	// ErrBadClaimCode means the code is unknown, used or expired.
+	ErrBadClaimCode = errors.New("claim code is wrong, used or expired")
+)
+
+// CodeOf maps a hub error to its wire code.
+func CodeOf(err error) proto.Code {
+	var pe *PeerError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Code
+	case errors.Is(err, ErrDeviceOffline):
+		return proto.CodeDeviceOffline
+	case errors.Is(err, ErrNotFound):
+		return proto.CodeNotFound
+	case errors.Is(err, ErrForbidden):
+		return proto.CodeForbidden
+	case errors.Is(err, ErrUnauthorized):
+		return proto.CodeUnauthorized
+	case errors.Is(err, ErrTimeout):
+		return proto.CodeTimeout
+	}
+	return proto.CodeInternal
+}
+
+// PeerError is an error message the device sent about a session.
+type PeerError struct {
+	Code    proto.Code
+	Message string
+}
+
+func (e *PeerError) Error() string { return e.Message }
+
+// Config configures a Hub.
+type Config struct {
+	Store *store.Store
+	Key   ed25519.PrivateKey
+	// ICEServers returns the STUN/TURN servers handed to both sides of a
+	// session.
+	ICEServers func() []proto.ICEServer
+	// PublicURL is where people reach the web app; claim links point there.
+	PublicURL string
+	// ClaimTTL is how long a claim code is valid. Default 10 minutes.
+	ClaimTTL time.Duration
+	// AgentTokenTTL is the lifetime of the token minted for an owner's session
+	// and passed to the agent. Default 5 minutes: the agent checks it when it
+	// answers the offer.
+	AgentTokenTTL time.Duration
+	// AnswerTimeout bounds the wait for a device's answer. Default 15 s.
+	AnswerTimeout time.Duration
+	Logger        *slog.Logger
+}
+
+// Hub routes signaling between devices and viewers.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards devices and sessions
+	// devices holds connected, authenticated devices by ID.
+	devices map[string]*device
+	// sessions holds open sessions by ID.
+	sessions map[string]*session
+}
+
+type device struct {
+	id      string
+	conn    *wsconn.Conn
+	cameras []proto.Camera
+	// claimed is closed, once through claimOnce, when the device gets an
+	// owner while connected.
+	claimed   chan struct{}
+	claimOnce sync.Once
+}
+
+// endpoint is the viewer end of a session: a WebSocket viewer or a WHEP
+// request waiting for its answer.
+type endpoint interface {
+	deliver(proto.Message)
+}
+
+type session struct {
+	id       string
+	deviceID string
+	camera   string
+	stream   string
+	viewer   endpoint
+	// token is what the agent receives to check the viewer's right.
+	token   string
+	started time.Time
+}
+
+// New returns a Hub.
+func New(cfg Config) *Hub {
+	if cfg.ClaimTTL == 0 {
+		cfg.ClaimTTL = 10 * time.Minute
+	}
+	if cfg.AgentTokenTTL == 0 {
+		cfg.AgentTokenTTL = 5 * time.Minute
+	}
+	if cfg.AnswerTimeout == 0 {
+		cfg.AnswerTimeout = 15 * time.Second
+	}
+	if cfg.ICEServers == nil {
+		cfg.ICEServers = func() []proto.ICEServer { return nil }
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
+		devices: map[string]*device{}, sessions: map[string]*session{}}
+}
+
+func newID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Online tells whether a device is connected.
+func (h *Hub) Online(id string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.devices[id] != nil
+}
+
+// Cameras returns a connected device's cameras.
+func (h *Hub) Cameras(id string) ([]proto.Camera, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.devices[id]
+	if d == nil {
+		return nil, false
+	}
+	return d.cameras, true
+}
+
+// SessionCount returns the number of open sessions.
+func (h *Hub) SessionCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sessions)
+}
+
+// ServeDevice runs one device connection: handshake, then routing, until the
+// connection ends.
+func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
+	log := h.log.With("remote", remote)
+	d, err := h.handshake(ctx, c)
+	if err != nil {
+		log.Info("device refused", "err", err)
+		c.Close(err)
+		return
+	}
+	log = log.With("device", d.id)
+	h.mu.Lock()
+	old := h.devices[d.id]
+	h.devices[d.id] = d
+	h.mu.Unlock()
+	if old != nil {
+		// Only the holder of the key gets here: the old link is stale.
+		old.conn.Close(errors.New("replaced by a newer connection"))
+	}
+	log.Info("device online", "cameras", len(d.cameras))
+
+	claimCtx, stopClaim := context.WithCancel(ctx)
+	defer stopClaim()
+	rec, err := h.cfg.Store.Device(ctx, d.id)
+	if err == nil && rec.OwnerID == 0 {
+		go h.claimLoop(claimCtx, d)
+	}
+
+	for {
+		m, err := c.Read()
+		var de *wsconn.DecodeError
+		if errors.As(err, &de) {
+			log.Info("bad frame from device", "err", err)
+			continue
+		}
+		if err != nil {
+			break
+		}
+		h.fromDevice(d, m)
+	}
+
+	h.mu.Lock()
+	if h.devices[d.id] == d {
+		delete(h.devices, d.id)
+	}
+	var orphans []*session
+	for id, s := range h.sessions {
+		if s.deviceID == d.id && h.devices[d.id] == nil {
+			orphans = append(orphans, s)
+			delete(h.sessions, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, s := range orphans {
+		s.viewer.deliver(proto.NewError(s.id, proto.CodeDeviceOffline, "the device went offline"))
+	}
+	_ = h.cfg.Store.TouchDevice(context.Background(), d.id)
+	log.Info("device offline")
+}
+
+func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
+	m, err := c.Read()
+	if err != nil {
+		return nil, err
+	}
+	hello, ok := m.(*proto.Hello)
+	if !ok {
+		c.SendError("", proto.CodeBadMessage, "expected hello")
+		return nil, errors.New("first message was not hello")
+	}
+	pub := ed25519.PublicKey(hello.PublicKey)
+	if proto.DeviceID(pub) != hello.DeviceID {
+		c.SendError("", proto.CodeAuthFailed, "device_id is not derived from public_key")
+		return nil, errors.New("device_id does not match key")
+	}
+	nonce := make([]byte, 32)
+	_, _ = rand.Read(nonce)
+	if err := c.Send(&proto.Challenge{Nonce: nonce}); err != nil {
+		return nil, err
+	}
+	m, err = c.Read()
+	if err != nil {
+		return nil, err
+	}
+	a, ok := m.(*proto.Auth)
+	if !ok {
+		c.SendError("", proto.CodeBadMessage, "expected auth")
+		return nil, errors.New("second message was not auth")
+	}
+	if !ed25519.Verify(pub, proto.AuthPayload(nonce, hello.DeviceID), a.Signature) {
+		c.SendError("", proto.CodeAuthFailed, "signature does not verify")
+		return nil, errors.New("bad signature")
+	}
+	rec, err := h.cfg.Store.RegisterDevice(ctx, hello.DeviceID, pub, hello.Cameras)
+	if errors.Is(err, store.ErrKeyMismatch) {
+		c.SendError("", proto.CodeKeyMismatch, "this device ID is registered with another key")
+		return nil, err
+	}
+	if err != nil {
+		c.SendError("", proto.CodeInternal, "could not register the device")
+		return nil, err
+	}
+	if err := c.Send(&proto.Welcome{
+		Claimed:    rec.OwnerID != 0,
+		Owner:      rec.OwnerName,
+		ServerKey:  h.cfg.Key.Public().(ed25519.PublicKey),
+		ICEServers: h.cfg.ICEServers(),
+	}); err != nil {
+		return nil, err
+	}
+	return &device{id: hello.DeviceID, conn: c, cameras: hello.Cameras, claimed: make(chan struct{})}, nil
+}
+
+// claimLoop keeps a fresh claim code on an unclaimed device's screen, and
+// notices a claim made outside this process (the admin CLI) by looking at the
+// store now and then.
+func (h *Hub) claimLoop(ctx context.Context, d *device) {
+	poll := time.NewTicker(2 * time.Second)
+	defer poll.Stop()
+	var renew <-chan time.Time
+	for {
+		if renew == nil {
+			code := auth.NewClaimCode()
+			expires := time.Now().Add(h.cfg.ClaimTTL)
+			if err := h.cfg.Store.PutClaimCode(ctx, d.id, code, expires); err != nil {
+				h.log.Error("claim code", "device", d.id, "err", err)
+				return
+			}
+			link := h.cfg.PublicURL + "/#claim=" + url.QueryEscape(code)
+			if err := d.conn.Send(&proto.ClaimCode{Code: code, Expires: expires.UTC().Truncate(time.Second), URL: link}); err != nil {
+				return
+			}
+			renew = time.After(h.cfg.ClaimTTL - h.cfg.ClaimTTL/10)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.claimed:
+			return
+		case <-poll.C:
+			if rec, err := h.cfg.Store.Device(ctx, d.id); err == nil && rec.OwnerID != 0 {
+				h.NotifyClaimed(d.id, rec.OwnerName)
+			}
+		case <-renew:
+			renew = nil
+		}
+	}
+}
+
+// Claim binds the device whose code this is to the owner.
+func (h *Hub) Claim(ctx context.Context, owner store.User, code, name string) (store.Device, error) {
+	devID, err := h.cfg.Store.TakeClaimCode(ctx, auth.NormalizeClaimCode(code))
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Device{}, ErrBadClaimCode
+	}
+	if err != nil {
+		return store.Device{}, err
+	}
+	if err := h.cfg.Store.ClaimDevice(ctx, devID, owner.ID, name); err != nil {
+		return store.Device{}, err
+	}
+	h.NotifyClaimed(devID, owner.Name)
+	h.log.Info("device claimed", "device", devID, "owner", owner.Name)
+	return h.cfg.Store.Device(ctx, devID)
+}
+
+// NotifyClaimed tells a connected device that it has an owner now.
+func (h *Hub) NotifyClaimed(devID, owner string) {
+	h.mu.Lock()
+	d := h.devices[devID]
+	h.mu.Unlock()
+	if d != nil {
+		d.claimOnce.Do(func() {
+			close(d.claimed)
+			_ = d.conn.Send(&proto.Claimed{Owner: owner})
+		})
+	}
+}
+
+func (h *Hub) fromDevice(d *device, m proto.Message) {
+	var sid string
+	switch m := m.(type) {
+	case *proto.Answer:
+		sid = m.Session
+	case *proto.Candidate:
+		sid = m.Session
+	case *proto.Bye:
+		sid = m.Session
+	case *proto.Error:
+		sid = m.Session
+		if sid == "" {
+			h.log.Info("device reported an error", "device", d.id, "code", m.Code, "message", m.Message)
+			return
+		}
+	default:
+		d.conn.SendError("", proto.CodeBadMessage, fmt.Sprintf("a device may not send %s now", m.MessageType()))
+		return
+	}
+	h.mu.Lock()
+	s := h.sessions[sid]
+	if s != nil && s.deviceID != d.id {
+		s = nil // a device may only speak for its own sessions
+	}
+	if s != nil {
+		switch m.(type) {
+		case *proto.Bye, *proto.Error:
+			delete(h.sessions, sid)
+		}
+	}
+	h.mu.Unlock()
+	if s == nil {
+		return // the viewer already left; nothing to tell
+	}
+	s.viewer.deliver(m)
+}
+
+// Viewer is who is asking to watch: an owner with a session, or the holder of
+// a viewer token.
+type Viewer struct {
+	Owner    *store.User
+	Token    *viewertoken.Claims
+	RawToken string
+}
+
+// authorize checks v may watch camera on devID and returns the token the agent
+// will check.
+func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (string, error) {
+	rec, err := h.cfg.Store.Device(ctx, devID)
+	if errors.Is(err, store.ErrNotFound) {
+		return "", fmt.Errorf("device %s: %w", devID, ErrNotFound)
+	}
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case v.Token != nil:
+		if err := v.Token.Allows(devID, camera, viewertoken.PermLive); err != nil {
+			return "", fmt.Errorf("%w: %w", ErrForbidden, err)
+		}
+		return v.RawToken, nil
+	case v.Owner != nil:
+		if rec.OwnerID != v.Owner.ID {
+			// Same answer as a missing device: IDs are not to be probed.
+			return "", fmt.Errorf("device %s: %w", devID, ErrNotFound)
+		}
+		c := viewertoken.Claims{Device: devID, Cameras: []string{camera}, Perms: []string{viewertoken.PermLive}}
+		c.Subject = fmt.Sprintf("user:%d", v.Owner.ID)
+		return viewertoken.Sign(h.cfg.Key, c, time.Now(), h.cfg.AgentTokenTTL)
+	}
+	return "", ErrUnauthorized
+}
+
+// open checks access and registers a session for viewer.
+func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, ep endpoint) (*session, error) {
+	token, err := h.authorize(ctx, v, devID, camera)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	d := h.devices[devID]
+	if d == nil {
+		return nil, fmt.Errorf("device %s: %w", devID, ErrDeviceOffline)
+	}
+	found := false
+	for _, c := range d.cameras {
+		found = found || c.ID == camera
+	}
+	if !found {
+		return nil, fmt.Errorf("camera %s: %w", camera, ErrNotFound)
+	}
+	if stream == "" {
+		stream = proto.StreamMain
+	}
+	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: token, started: time.Now()}
+	h.sessions[s.id] = s
+	return s, nil
+}
+
+// toDevice sends m to the device of session sid, if the session belongs to ep.
+func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
+	h.mu.Lock()
+	s := h.sessions[sid]
+	var d *device
+	if s != nil && s.viewer == ep {
+		d = h.devices[s.deviceID]
+	}
+	if _, bye := m.(*proto.Bye); bye && s != nil && s.viewer == ep {
+		delete(h.sessions, sid)
+	}
+	h.mu.Unlock()
+	if s == nil || s.viewer != ep {
+		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
+	}
+	if d == nil {
+		return ErrDeviceOffline
+	}
+	return d.conn.Send(m)
+}
+
+// close ends a session from the viewer side.
+func (h *Hub) close(ep endpoint, sid, reason string) {
+	_ = h.toDevice(ep, sid, &proto.Bye{Session: sid, Reason: reason})
+}

@@ -1,0 +1,195 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/peercam/peercam/internal/viewertoken"
+	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/proto"
+)
+
+// wsViewer is a viewer on a signaling WebSocket.
+type wsViewer struct{ conn *wsconn.Conn }
+
+func (w *wsViewer) deliver(m proto.Message) { _ = w.conn.Send(m) }
+
+// TokenParser checks a viewer token presented in open.token.
+type TokenParser func(token string) (*viewertoken.Claims, error)
+
+// ServeViewer runs one viewer connection until it ends. v is who the
+// connection's cookie says it is (zero when anonymous); open.token can carry a
+// viewer token instead.
+func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse TokenParser, remote string) {
+	ep := &wsViewer{conn: c}
+	log := h.log.With("remote", remote)
+	var mine []string
+	for {
+		m, err := c.Read()
+		var de *wsconn.DecodeError
+		if errors.As(err, &de) {
+			continue // already answered with an error message
+		}
+		if err != nil {
+			break
+		}
+		switch m := m.(type) {
+		case *proto.Open:
+			s, err := h.openFromViewer(ctx, v, parse, m, ep)
+			if err != nil {
+				log.Info("open refused", "device", m.Device, "camera", m.Camera, "err", err)
+				c.SendError("", CodeOf(err), sentence(err))
+				continue
+			}
+			mine = append(mine, s.id)
+			_ = c.Send(&proto.Session{Session: s.id, ICEServers: h.cfg.ICEServers()})
+		case *proto.Offer:
+			fwd, err := h.offerFor(ep, m.Session, m.SDP, true)
+			if err == nil {
+				err = h.toDevice(ep, m.Session, fwd)
+			}
+			if err != nil {
+				c.SendError(m.Session, CodeOf(err), sentence(err))
+			}
+		case *proto.Candidate:
+			if err := h.toDevice(ep, m.Session, m); err != nil {
+				c.SendError(m.Session, CodeOf(err), sentence(err))
+			}
+		case *proto.Bye:
+			_ = h.toDevice(ep, m.Session, m)
+		default:
+			c.SendError("", proto.CodeBadMessage, fmt.Sprintf("a viewer may not send %s", m.MessageType()))
+		}
+	}
+	for _, sid := range mine {
+		h.close(ep, sid, "viewer left")
+	}
+}
+
+func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m *proto.Open, ep endpoint) (*session, error) {
+	if m.Token != "" {
+		claims, err := parse(m.Token)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
+		}
+		v = Viewer{Token: claims, RawToken: m.Token}
+	}
+	return h.open(ctx, v, m.Device, m.Camera, m.Stream, ep)
+}
+
+// offerFor builds the offer the device receives for a session.
+func (h *Hub) offerFor(ep endpoint, sid, sdp string, trickle bool) (*proto.Offer, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[sid]
+	if s == nil || s.viewer != ep {
+		return nil, fmt.Errorf("session %s: %w", sid, ErrNotFound)
+	}
+	return &proto.Offer{Session: sid, SDP: sdp, Camera: s.camera, Stream: s.stream, Token: s.token, Trickle: &trickle}, nil
+}
+
+// sentence is the message a person sees for a hub error.
+func sentence(err error) string {
+	var pe *PeerError
+	switch {
+	case errors.As(err, &pe):
+		return pe.Message
+	case errors.Is(err, ErrDeviceOffline):
+		return "The device is offline. Check that the recorder is powered and on the internet."
+	case errors.Is(err, ErrNotFound):
+		return "No such device or camera on this account."
+	case errors.Is(err, ErrForbidden):
+		return "Your access does not include this camera."
+	case errors.Is(err, ErrUnauthorized):
+		return "Sign in again, or ask the owner for a new link."
+	case errors.Is(err, ErrTimeout):
+		return "The device did not answer in time. Try again."
+	}
+	return "Something went wrong on the server."
+}
+
+// Sentence is the message a person sees for a hub error.
+func Sentence(err error) string { return sentence(err) }
+
+// whepViewer waits for the device's answer to a WHEP offer.
+type whepViewer struct {
+	once sync.Once
+	// got receives the first answer or error.
+	got chan proto.Message
+}
+
+func (w *whepViewer) deliver(m proto.Message) {
+	switch m.(type) {
+	case *proto.Answer, *proto.Error, *proto.Bye:
+		w.once.Do(func() { w.got <- m })
+	}
+}
+
+// WHEPSession is an open WHEP session.
+type WHEPSession struct {
+	ID     string
+	Answer string
+	ep     endpoint
+}
+
+// OpenWHEP forwards a WHEP offer (RFC 9725) to the device and waits for an
+// answer that carries all the device's candidates.
+func (h *Hub) OpenWHEP(ctx context.Context, v Viewer, devID, camera, stream, sdp string) (*WHEPSession, error) {
+	ep := &whepViewer{got: make(chan proto.Message, 1)}
+	s, err := h.open(ctx, v, devID, camera, stream, ep)
+	if err != nil {
+		return nil, err
+	}
+	fwd, err := h.offerFor(ep, s.id, sdp, false)
+	if err == nil {
+		err = h.toDevice(ep, s.id, fwd)
+	}
+	if err != nil {
+		h.drop(s.id)
+		return nil, err
+	}
+	t := time.NewTimer(h.cfg.AnswerTimeout)
+	defer t.Stop()
+	select {
+	case m := <-ep.got:
+		switch m := m.(type) {
+		case *proto.Answer:
+			return &WHEPSession{ID: s.id, Answer: m.SDP, ep: ep}, nil
+		case *proto.Error:
+			return nil, &PeerError{Code: m.Code, Message: m.Message}
+		default:
+			return nil, &PeerError{Code: proto.CodeInternal, Message: "the device ended the session"}
+		}
+	case <-t.C:
+		h.close(ep, s.id, "no answer in time")
+		return nil, ErrTimeout
+	case <-ctx.Done():
+		h.close(ep, s.id, "viewer left")
+		return nil, ctx.Err()
+	}
+}
+
+// CloseWHEP ends a WHEP session; only the device and camera it was opened for
+// name it.
+func (h *Hub) CloseWHEP(devID, camera, sid string) error {
+	h.mu.Lock()
+	s := h.sessions[sid]
+	h.mu.Unlock()
+	if s == nil || s.deviceID != devID || s.camera != camera {
+		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
+	}
+	if _, ok := s.viewer.(*whepViewer); !ok {
+		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
+	}
+	h.close(s.viewer, sid, "WHEP DELETE")
+	return nil
+}
+
+func (h *Hub) drop(sid string) {
+	h.mu.Lock()
+	delete(h.sessions, sid)
+	h.mu.Unlock()
+}

@@ -1,0 +1,140 @@
+// Command rendezvous introduces agents and viewers: accounts, devices,
+// signaling, STUN and WHEP. Media never passes through it.
+//
+//	rendezvous [-data DIR] [-http ADDR] [-stun ADDR] [-public-url URL] [-tls-cert F -tls-key F]
+//	rendezvous user add NAME [-password P]     (password from stdin otherwise)
+//	rendezvous device list
+//	rendezvous device claim -user NAME DEVICE_ID
+//	rendezvous token -device ID -camera N [-ttl 1h]
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/peercam/peercam/proto"
+	"github.com/peercam/peercam/rendezvous/server"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "rendezvous:", err)
+		os.Exit(1)
+	}
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func run(args []string) error {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return admin(args)
+	}
+	cfg := server.DefaultConfig()
+	fs := flag.NewFlagSet("rendezvous", flag.ExitOnError)
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (SQLite database)")
+	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address (HTTPS with -tls-cert/-tls-key)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
+	fs.StringVar(&cfg.STUNAddr, "stun", cfg.STUNAddr, `STUN UDP listen address, or "off"`)
+	fs.StringVar(&cfg.STUNURL, "stun-url", "", "STUN URL given to peers (default stun:<-stun address>)")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL people and agents use to reach this server (default from -http)")
+	var ice listFlag
+	fs.Var(&ice, "ice-server", "extra STUN server URL given to peers (repeatable)")
+	_ = fs.Parse(args)
+	for _, u := range ice {
+		cfg.ICEServers = append(cfg.ICEServers, proto.ICEServer{URLs: []string{u}})
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Run(ctx)
+}
+
+func admin(args []string) error {
+	ctx := context.Background()
+	cmd := strings.Join(args[:min(2, len(args))], " ")
+	switch {
+	case cmd == "user add":
+		fs := flag.NewFlagSet("user add", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		pw := fs.String("password", "", "password (default: read a line from stdin)")
+		name, rest := splitName(args[2:])
+		_ = fs.Parse(rest)
+		if name == "" {
+			name = fs.Arg(0)
+		}
+		if *pw == "" {
+			fmt.Fprintln(os.Stderr, "password for", name+":")
+			line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+			if err != nil && line == "" {
+				return errors.New("user add: no password on stdin")
+			}
+			*pw = strings.TrimRight(line, "\r\n")
+		}
+		if err := server.AddUser(ctx, *data, name, *pw); err != nil {
+			return err
+		}
+		fmt.Println("created owner", name)
+		return nil
+	case cmd == "device list":
+		fs := flag.NewFlagSet("device list", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		_ = fs.Parse(args[2:])
+		return server.ListDevices(ctx, *data, os.Stdout)
+	case cmd == "device claim":
+		fs := flag.NewFlagSet("device claim", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner to bind the device to")
+		name := fs.String("name", "", "device name shown in the app")
+		_ = fs.Parse(args[2:])
+		if *user == "" || fs.NArg() != 1 {
+			return errors.New("usage: rendezvous device claim -user NAME [-name LABEL] DEVICE_ID")
+		}
+		if err := server.ClaimDevice(ctx, *data, *user, fs.Arg(0), *name); err != nil {
+			return err
+		}
+		fmt.Println("claimed", fs.Arg(0), "for", *user)
+		return nil
+	case args[0] == "token":
+		fs := flag.NewFlagSet("token", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		dev := fs.String("device", "", "device ID")
+		var cams listFlag
+		fs.Var(&cams, "camera", "camera ID (repeatable)")
+		ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+		_ = fs.Parse(args[1:])
+		tok, err := server.MintToken(ctx, *data, *dev, cams, *ttl)
+		if err != nil {
+			return err
+		}
+		fmt.Println(tok)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q; commands: user add, device list, device claim, token", cmd)
+}
+
+// splitName takes a leading positional NAME so "user add alice -password x"
+// works as well as "user add -password x alice".
+func splitName(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}

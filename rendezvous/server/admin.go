@@ -1,0 +1,115 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/peercam/peercam/rendezvous/internal/api"
+	"github.com/peercam/peercam/rendezvous/internal/auth"
+	"github.com/peercam/peercam/rendezvous/internal/store"
+)
+
+// The admin commands work on the data directory directly, so they run beside a
+// live server (SQLite serialises the writes) or with none.
+
+// AddUser creates an owner account.
+func AddUser(ctx context.Context, dataDir, name, password string) error {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		return errors.New("user add: NAME is required")
+	}
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return fmt.Errorf("user add: %w", err)
+	}
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.AddUser(ctx, name, hash); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return fmt.Errorf("user add: %q already exists", name)
+		}
+		return err
+	}
+	return nil
+}
+
+// ListDevices prints every device with its owner.
+func ListDevices(ctx context.Context, dataDir string, w io.Writer) error {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	devs, err := st.Devices(ctx, -1)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DEVICE\tNAME\tOWNER\tCAMERAS\tLAST SEEN")
+	for _, d := range devs {
+		owner := d.OwnerName
+		if owner == "" {
+			owner = "(unclaimed)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", d.ID, d.Name, owner, len(d.Cameras), d.LastSeen.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// ClaimDevice binds a device that has connected at least once to an owner,
+// without its claim code: the operator of the server vouches for it.
+func ClaimDevice(ctx context.Context, dataDir, user, deviceID, name string) error {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		return fmt.Errorf("device claim: no user %q", user)
+	}
+	err = st.ClaimDevice(ctx, deviceID, u.ID, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("device claim: device %s has never connected; start its agent first", deviceID)
+	case errors.Is(err, store.ErrClaimed):
+		return fmt.Errorf("device claim: device %s already has an owner", deviceID)
+	}
+	return err
+}
+
+// MintToken prints a viewer token for cameras of a device, signed with the
+// server's key, owned by the device's owner.
+func MintToken(ctx context.Context, dataDir, deviceID string, cameras []string, ttl time.Duration) (string, error) {
+	if ttl <= 0 || ttl > api.MaxTokenTTL {
+		return "", fmt.Errorf("token: -ttl must be between 1s and %s", api.MaxTokenTTL)
+	}
+	if len(cameras) == 0 {
+		return "", errors.New("token: -camera is required")
+	}
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return "", err
+	}
+	defer st.Close()
+	d, err := st.Device(ctx, deviceID)
+	if err != nil {
+		return "", fmt.Errorf("token: no device %s", deviceID)
+	}
+	if d.OwnerID == 0 {
+		return "", fmt.Errorf("token: device %s is not claimed yet", deviceID)
+	}
+	key, err := auth.LoadKey(ctx, st)
+	if err != nil {
+		return "", err
+	}
+	return api.MintViewerToken(key, d.OwnerID, deviceID, cameras, ttl)
+}

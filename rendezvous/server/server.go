@@ -1,0 +1,251 @@
+// Package server assembles the rendezvous: store, signing key, STUN, the hub
+// and the HTTP API, from one Config.
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/peercam/peercam/proto"
+	"github.com/peercam/peercam/rendezvous/internal/api"
+	"github.com/peercam/peercam/rendezvous/internal/auth"
+	"github.com/peercam/peercam/rendezvous/internal/hub"
+	"github.com/peercam/peercam/rendezvous/internal/store"
+	"github.com/peercam/peercam/rendezvous/internal/stun"
+	viewerweb "github.com/peercam/peercam/viewer-web"
+)
+
+// Config configures the rendezvous. Zero fields take the defaults listed.
+type Config struct {
+	// DataDir holds the SQLite database. Default "rendezvous-data".
+	DataDir string
+	// HTTPAddr is the HTTP(S) listen address. Default 127.0.0.1:8080.
+	HTTPAddr string
+	// TLSCert and TLSKey switch HTTP to HTTPS when both are set.
+	TLSCert, TLSKey string
+	// STUNAddr is the UDP address of the built-in STUN server. Default
+	// 127.0.0.1:3478; "off" disables it.
+	STUNAddr string
+	// PublicURL is how people and agents reach this server, for links.
+	// Default http(s)://HTTPAddr.
+	PublicURL string
+	// STUNURL is the STUN URL handed to peers. Default stun:STUNAddr.
+	STUNURL string
+	// ICEServers are extra STUN/TURN servers handed to peers.
+	ICEServers []proto.ICEServer
+	// Logger receives logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// HTTPListener and STUNConn, when set, are used instead of listening on
+	// HTTPAddr and STUNAddr (tests, socket activation).
+	HTTPListener net.Listener
+	STUNConn     net.PacketConn
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{DataDir: "rendezvous-data", HTTPAddr: "127.0.0.1:8080", STUNAddr: "127.0.0.1:3478"}
+}
+
+// Validate checks the config and names the field at fault.
+func (c Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("rendezvous: data: missing directory")
+	}
+	if c.HTTPListener == nil {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return fmt.Errorf("rendezvous: http: %w", err)
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("rendezvous: tls-cert and tls-key: give both or neither")
+	}
+	if c.STUNConn == nil && c.STUNAddr != "off" && c.STUNAddr != "" {
+		if _, _, err := net.SplitHostPort(c.STUNAddr); err != nil {
+			return fmt.Errorf("rendezvous: stun: %w", err)
+		}
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("rendezvous: public-url: %q is not an http(s) URL", c.PublicURL)
+		}
+	}
+	for i, s := range c.ICEServers {
+		if len(s.URLs) == 0 {
+			return fmt.Errorf("rendezvous: ice-servers[%d]: no URL", i)
+		}
+		for _, u := range s.URLs {
+			if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+				return fmt.Errorf("rendezvous: ice-servers[%d]: %q must start with stun:, turn: or turns:", i, u)
+			}
+		}
+	}
+	return nil
+}
+
+// Server is a ready rendezvous.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	store *store.Store
+	key   ed25519.PrivateKey
+	hub   *hub.Hub
+	http  *http.Server
+	ln    net.Listener
+	stunC net.PacketConn
+	stun  *stun.Server
+}
+
+// New opens the store and the listeners. Run serves.
+func New(cfg Config) (*Server, error) {
+	def := DefaultConfig()
+	if cfg.DataDir == "" {
+		cfg.DataDir = def.DataDir
+	}
+	if cfg.HTTPAddr == "" {
+		cfg.HTTPAddr = def.HTTPAddr
+	}
+	if cfg.STUNAddr == "" {
+		cfg.STUNAddr = def.STUNAddr
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "rendezvous")}
+	var err error
+	if s.store, err = store.Open(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if s.key, err = auth.LoadKey(context.Background(), s.store); err != nil {
+		s.store.Close()
+		return nil, err
+	}
+	s.ln = cfg.HTTPListener
+	if s.ln == nil {
+		if s.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			s.store.Close()
+			return nil, fmt.Errorf("rendezvous: http: %w", err)
+		}
+	}
+	s.stunC = cfg.STUNConn
+	if s.stunC == nil && cfg.STUNAddr != "off" {
+		if s.stunC, err = net.ListenPacket("udp", cfg.STUNAddr); err != nil {
+			s.ln.Close()
+			s.store.Close()
+			return nil, fmt.Errorf("rendezvous: stun: %w", err)
+		}
+	}
+	if s.cfg.PublicURL == "" {
+		scheme := "http"
+		if cfg.TLSCert != "" {
+			scheme = "https"
+		}
+		s.cfg.PublicURL = scheme + "://" + s.ln.Addr().String()
+	}
+	s.cfg.PublicURL = strings.TrimRight(s.cfg.PublicURL, "/")
+	if s.cfg.STUNURL == "" && s.stunC != nil {
+		s.cfg.STUNURL = "stun:" + s.stunC.LocalAddr().String()
+	}
+	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL, Logger: cfg.Logger})
+	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
+		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", Logger: cfg.Logger})
+	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
+	if s.stunC != nil {
+		s.stun = stun.New(s.stunC, cfg.Logger)
+	}
+	return s, nil
+}
+
+func (s *Server) iceServers() []proto.ICEServer {
+	var out []proto.ICEServer
+	if s.cfg.STUNURL != "" {
+		out = append(out, proto.ICEServer{URLs: []string{s.cfg.STUNURL}})
+	}
+	return append(out, s.cfg.ICEServers...)
+}
+
+// URL is the public base URL.
+func (s *Server) URL() string { return s.cfg.PublicURL }
+
+// Addr is the HTTP listen address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// STUNAddr is the STUN listen address, or "" when off.
+func (s *Server) STUNAddr() string {
+	if s.stunC == nil {
+		return ""
+	}
+	return s.stunC.LocalAddr().String()
+}
+
+// Hub exposes the signaling hub (for tests and metrics).
+func (s *Server) Hub() *hub.Hub { return s.hub }
+
+// Run serves until ctx ends, then shuts down.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.store.Close()
+	if err := s.printSetupLink(ctx); err != nil {
+		return err
+	}
+	if s.stun != nil {
+		go func() {
+			if err := s.stun.Serve(); err != nil {
+				s.log.Error("stun stopped", "err", err)
+			}
+		}()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if s.cfg.TLSCert != "" {
+			err = s.http.ServeTLS(s.ln, s.cfg.TLSCert, s.cfg.TLSKey)
+		} else {
+			err = s.http.Serve(s.ln)
+		}
+		errc <- err
+	}()
+	s.log.Info("rendezvous ready", "url", s.cfg.PublicURL, "stun", s.STUNAddr(), "data", s.cfg.DataDir)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(shut)
+	if s.stunC != nil {
+		s.stunC.Close()
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// printSetupLink prints a one-time link for creating the first owner while
+// there is none, so the first visitor of a fresh server cannot take it over.
+func (s *Server) printSetupLink(ctx context.Context) error {
+	n, err := s.store.UserCount(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	tok := auth.NewSecret()
+	if err := s.store.PutSetupToken(ctx, tok, time.Now().Add(24*time.Hour)); err != nil {
+		return err
+	}
+	s.log.Warn("no owner account yet: open this one-time link within 24 h to create one, or run 'rendezvous user add NAME'",
+		"link", s.cfg.PublicURL+"/#setup="+tok)
+	return nil
+}
