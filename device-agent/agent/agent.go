@@ -1,0 +1,255 @@
+// Package agent is the device agent: it holds the device identity, keeps the
+// signaling link to the rendezvous, checks every viewer's token itself, and
+// serves camera streams to viewers over WebRTC, peer to peer.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peercam/peercam/device-agent/internal/fanout"
+	"github.com/peercam/peercam/device-agent/internal/identity"
+	"github.com/peercam/peercam/device-agent/internal/peer"
+	"github.com/peercam/peercam/device-agent/internal/rvclient"
+	"github.com/peercam/peercam/internal/logging"
+	"github.com/peercam/peercam/internal/viewertoken"
+	"github.com/peercam/peercam/proto"
+)
+
+// Version is stamped at build time.
+var Version = "dev"
+
+// Agent is a configured, not yet running, device agent.
+type Agent struct {
+	cfg Config
+	log *slog.Logger
+	id  *identity.Identity
+
+	cameras map[string]Camera
+	// streams maps "camera/main" and "camera/sub" to shared streams.
+	streams map[string]*fanout.Stream
+
+	udp   net.PacketConn
+	peers *peer.Manager
+	link  *rvclient.Client
+
+	mu sync.Mutex // guards the fields below
+	// pinned is the rendezvous token key; nil until the first welcome.
+	pinned []byte
+	// ice are the STUN/TURN servers the rendezvous hands out.
+	ice []proto.ICEServer
+	// claimed tells whether the device has an owner.
+	claimed bool
+}
+
+// New loads the identity and opens the WebRTC port.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	id, err := identity.Load(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, log: log.With("device", id.ID), id: id, cameras: map[string]Camera{}, streams: map[string]*fanout.Stream{}}
+	if p, err := id.Pinned(); err == nil && p != nil {
+		a.pinned = p
+	}
+	var protoCams []proto.Camera
+	for _, c := range cfg.ResolvedCameras() {
+		a.cameras[c.ID] = c
+		protoCams = append(protoCams, proto.Camera{ID: c.ID, Name: c.Name, HasSub: c.SubURL != ""})
+		a.streams[c.ID+"/"+proto.StreamMain] = fanout.New(fanout.Config{Name: c.ID + "/main", URL: c.URL,
+			Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn, Logger: a.log})
+		if c.SubURL != "" {
+			a.streams[c.ID+"/"+proto.StreamSub] = fanout.New(fanout.Config{Name: c.ID + "/sub", URL: c.SubURL,
+				Transport: cfg.RTSPTransport, Linger: cfg.Linger, Logger: a.log})
+		}
+	}
+	a.udp, err = net.ListenPacket("udp", cfg.WebRTCListen)
+	if err != nil {
+		a.closeStreams()
+		return nil, fmt.Errorf("agent: webrtc_listen: %w", err)
+	}
+	host, _, _ := net.SplitHostPort(cfg.WebRTCListen)
+	loopback := net.ParseIP(host) != nil && net.ParseIP(host).IsLoopback()
+	pionLog := logging.PionFactory{Log: a.log}
+	a.peers = peer.NewManager(peer.Config{
+		UDPMux:          webrtc.NewICEUDPMux(pionLog.NewLogger("udpmux"), a.udp),
+		IncludeLoopback: loopback,
+		Logger:          a.log,
+	})
+	a.link = rvclient.New(rvclient.Config{URL: cfg.Rendezvous, DeviceID: id.ID, Key: id.Key, Version: Version,
+		Cameras: protoCams, Handle: a.handle, Logger: a.log})
+	return a, nil
+}
+
+// ID is the device ID.
+func (a *Agent) ID() string { return a.id.ID }
+
+// WebRTCAddr is the UDP address WebRTC traffic uses.
+func (a *Agent) WebRTCAddr() net.Addr { return a.udp.LocalAddr() }
+
+// Stream returns a camera's stream (for tests and status).
+func (a *Agent) Stream(camera, kind string) *fanout.Stream { return a.streams[camera+"/"+kind] }
+
+// Run serves until ctx ends.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("device agent starting", "version", Version, "cameras", len(a.cameras),
+		"webrtc", a.udp.LocalAddr().String(), "rendezvous", a.cfg.Rendezvous)
+	err := a.link.Run(ctx)
+	a.peers.Close()
+	a.closeStreams()
+	a.udp.Close()
+	if errors.Is(err, rvclient.ErrRefused) {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+func (a *Agent) closeStreams() {
+	for _, s := range a.streams {
+		s.Close()
+	}
+}
+
+func (a *Agent) handle(m proto.Message) {
+	switch m := m.(type) {
+	case *proto.Welcome:
+		a.onWelcome(m)
+	case *proto.ClaimCode:
+		a.onClaimCode(m)
+	case *proto.Claimed:
+		a.mu.Lock()
+		a.claimed = true
+		a.mu.Unlock()
+		a.log.Info("claimed: this device now belongs to " + m.Owner)
+	case *proto.Offer:
+		go a.onOffer(m)
+	case *proto.Candidate:
+		if err := a.peers.AddCandidate(m); err != nil {
+			a.log.Debug("candidate", "session", m.Session, "err", err)
+		}
+	case *proto.Bye:
+		a.peers.Bye(m.Session, m.Reason)
+	case *proto.Error:
+		a.log.Warn("rendezvous reported an error", "session", m.Session, "code", m.Code, "message", m.Message)
+	default:
+		a.log.Debug("ignored message", "type", m.MessageType())
+	}
+}
+
+func (a *Agent) onWelcome(w *proto.Welcome) {
+	// Trust on first use: the key seen on the first connection is pinned and
+	// every later token must be signed with it.
+	if err := a.id.Pin(w.ServerKey); err != nil {
+		a.log.Error("the rendezvous presents a different token key than the one pinned at first contact; "+
+			"refusing its viewers. If the server was rebuilt on purpose, delete rendezvous.pub in the state dir",
+			"err", err)
+	}
+	p, _ := a.id.Pinned()
+	a.mu.Lock()
+	a.pinned = p
+	a.ice = w.ICEServers
+	a.claimed = w.Claimed
+	a.mu.Unlock()
+	if w.Claimed {
+		a.log.Info("registered with the rendezvous", "owner", w.Owner)
+	} else {
+		a.log.Info("registered with the rendezvous; not claimed yet")
+	}
+}
+
+func (a *Agent) onClaimCode(c *proto.ClaimCode) {
+	a.log.Info("claim this device: sign in to the web app and enter the code",
+		"code", c.Code, "link", c.URL, "expires", c.Expires.Local().Format(time.Kitchen))
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		printQR(os.Stderr, c.URL)
+	}
+}
+
+func (a *Agent) onOffer(o *proto.Offer) {
+	log := a.log.With("session", o.Session, "camera", o.Camera)
+	fail := func(code proto.Code, msg string) {
+		log.Info("session refused", "code", code, "why", msg)
+		a.link.Send(proto.NewError(o.Session, code, msg))
+	}
+	claims, err := a.checkToken(o)
+	if err != nil {
+		code := proto.CodeUnauthorized
+		if errors.Is(err, viewertoken.ErrScope) {
+			code = proto.CodeForbidden
+		}
+		fail(code, err.Error())
+		return
+	}
+	if a.peers.Count() >= a.cfg.MaxViewers {
+		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder already serves %d viewers, its limit; try again later", a.cfg.MaxViewers))
+		return
+	}
+	kind := o.Stream
+	if kind == "" {
+		kind = proto.StreamMain
+	}
+	st := a.streams[o.Camera+"/"+kind]
+	if st == nil && kind == proto.StreamSub {
+		st = a.streams[o.Camera+"/"+proto.StreamMain] // no sub stream: main it is
+	}
+	if st == nil {
+		fail(proto.CodeNotFound, "this device has no camera "+o.Camera)
+		return
+	}
+	a.mu.Lock()
+	ice := a.ice
+	a.mu.Unlock()
+	trickle := o.Trickle == nil || *o.Trickle
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
+		ICEServers: ice, Stream: st, Send: a.link.Send})
+	switch {
+	case err == nil:
+		log.Info("session answered", "stream", kind, "subject", claims.Subject)
+	case errors.Is(err, fanout.ErrUnavailable):
+		fail(proto.CodeCameraUnreachable, "The recorder cannot reach this camera: "+err.Error())
+	case errors.Is(err, peer.ErrCodec):
+		fail(proto.CodeCodecUnsupported, err.Error())
+	case errors.Is(err, proto.ErrBadMessage):
+		fail(proto.CodeBadMessage, err.Error())
+	default:
+		fail(proto.CodeInternal, "the agent could not answer: "+err.Error())
+	}
+}
+
+// checkToken verifies the viewer token with the pinned key: the agent's own
+// check, so a bug in the rendezvous alone cannot open a camera.
+func (a *Agent) checkToken(o *proto.Offer) (*viewertoken.Claims, error) {
+	a.mu.Lock()
+	pinned := a.pinned
+	a.mu.Unlock()
+	if pinned == nil {
+		return nil, fmt.Errorf("%w: the agent has no pinned rendezvous key yet", viewertoken.ErrInvalid)
+	}
+	if o.Token == "" {
+		return nil, fmt.Errorf("%w: the offer carries no token", viewertoken.ErrInvalid)
+	}
+	c, err := viewertoken.Parse(pinned, o.Token, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Allows(a.id.ID, o.Camera, viewertoken.PermLive); err != nil {
+		return nil, err
+	}
+	return c, nil
+}

@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the agent's configuration, read from YAML, then the environment
+// (PEERCAM_RENDEZVOUS, PEERCAM_STATE_DIR, PEERCAM_WEBRTC_LISTEN), then flags.
+type Config struct {
+	// Rendezvous is the rendezvous base URL, http(s)://host[:port].
+	Rendezvous string `yaml:"rendezvous"`
+	// StateDir holds the device key and the pinned rendezvous key. Default
+	// "peercam-state". It is the only place the agent writes.
+	StateDir string `yaml:"state_dir"`
+	// WebRTCListen is the one UDP address for all WebRTC traffic. Default
+	// 0.0.0.0:8189.
+	WebRTCListen string `yaml:"webrtc_listen"`
+	// RTSPTransport is tcp (default), udp or auto.
+	RTSPTransport string `yaml:"rtsp_transport"`
+	// Linger keeps a camera stream open after its last viewer. Default 30s.
+	Linger time.Duration `yaml:"linger"`
+	// MaxViewers caps concurrent viewers on this box. Default 16.
+	MaxViewers int `yaml:"max_viewers"`
+	// LogLevel is debug, info (default), warn or error.
+	LogLevel string `yaml:"log_level"`
+	// Cameras lists single cameras.
+	Cameras []CameraConfig `yaml:"cameras"`
+	// NVR describes a recorder whose channels follow one URL pattern.
+	NVR *NVRConfig `yaml:"nvr"`
+}
+
+// CameraConfig is one camera.
+type CameraConfig struct {
+	// ID is how viewers and tokens name the camera. Default: its position,
+	// counting from 1.
+	ID   string `yaml:"id"`
+	Name string `yaml:"name"`
+	// URL is the main stream, with credentials: rtsp://user:pass@host/path.
+	URL string `yaml:"url"`
+	// SubURL is the optional lower-resolution stream.
+	SubURL string `yaml:"sub_url"`
+	// AlwaysOn keeps the main stream pulled with no viewers, so the first
+	// viewer gets a picture at once.
+	AlwaysOn bool `yaml:"always_on"`
+}
+
+// NVRConfig is a multi-channel recorder. "{channel}" in the URLs and the name
+// becomes the channel number.
+type NVRConfig struct {
+	URL      string `yaml:"url"`
+	SubURL   string `yaml:"sub_url"`
+	Channels int    `yaml:"channels"`
+	// Name defaults to "Channel {channel}".
+	Name     string `yaml:"name"`
+	AlwaysOn bool   `yaml:"always_on"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
+		Linger: 30 * time.Second, MaxViewers: 16, LogLevel: "info"}
+}
+
+// LoadConfig reads a YAML file over the defaults, then the environment.
+// Unknown keys are errors: a typo must not silently drop a camera.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("agent: config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("agent: config %s: %w", path, err)
+		}
+	}
+	if v := os.Getenv("PEERCAM_RENDEZVOUS"); v != "" {
+		cfg.Rendezvous = v
+	}
+	if v := os.Getenv("PEERCAM_STATE_DIR"); v != "" {
+		cfg.StateDir = v
+	}
+	if v := os.Getenv("PEERCAM_WEBRTC_LISTEN"); v != "" {
+		cfg.WebRTCListen = v
+	}
+	return cfg, nil
+}
+
+// Camera is a resolved camera: config entries and NVR channels alike.
+type Camera struct {
+	ID, Name, URL, SubURL string
+	AlwaysOn              bool
+}
+
+// Validate checks the config and names the field at fault.
+func (c Config) Validate() error {
+	if c.Rendezvous == "" {
+		return errors.New("agent: rendezvous: missing URL (e.g. https://rendezvous.example.net)")
+	}
+	u, err := url.Parse(c.Rendezvous)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("agent: rendezvous: %q is not an http(s) URL", c.Rendezvous)
+	}
+	if c.StateDir == "" {
+		return errors.New("agent: state_dir: missing directory")
+	}
+	if _, _, err := net.SplitHostPort(c.WebRTCListen); err != nil {
+		return fmt.Errorf("agent: webrtc_listen: %w", err)
+	}
+	switch c.RTSPTransport {
+	case "tcp", "udp", "auto":
+	default:
+		return fmt.Errorf("agent: rtsp_transport: %q is not tcp, udp or auto", c.RTSPTransport)
+	}
+	if c.MaxViewers < 1 {
+		return fmt.Errorf("agent: max_viewers: %d must be at least 1", c.MaxViewers)
+	}
+	if len(c.Cameras) == 0 && c.NVR == nil {
+		return errors.New("agent: cameras: none configured; add a cameras list or an nvr entry")
+	}
+	for i, cam := range c.Cameras {
+		if err := checkRTSP(cam.URL); err != nil {
+			return fmt.Errorf("agent: cameras[%d].url: %w", i, err)
+		}
+		if cam.SubURL != "" {
+			if err := checkRTSP(cam.SubURL); err != nil {
+				return fmt.Errorf("agent: cameras[%d].sub_url: %w", i, err)
+			}
+		}
+		if strings.ContainsAny(cam.ID, "/ ?#") {
+			return fmt.Errorf("agent: cameras[%d].id: %q may not contain '/', '?', '#' or spaces", i, cam.ID)
+		}
+	}
+	if n := c.NVR; n != nil {
+		if n.Channels < 1 || n.Channels > 256 {
+			return fmt.Errorf("agent: nvr.channels: %d is not between 1 and 256", n.Channels)
+		}
+		if !strings.Contains(n.URL, "{channel}") {
+			return errors.New("agent: nvr.url: must contain {channel}, e.g. rtsp://user:pass@nvr/Streaming/Channels/{channel}01")
+		}
+		if err := checkRTSP(strings.ReplaceAll(n.URL, "{channel}", "1")); err != nil {
+			return fmt.Errorf("agent: nvr.url: %w", err)
+		}
+		if n.SubURL != "" {
+			if !strings.Contains(n.SubURL, "{channel}") {
+				return errors.New("agent: nvr.sub_url: must contain {channel}")
+			}
+			if err := checkRTSP(strings.ReplaceAll(n.SubURL, "{channel}", "1")); err != nil {
+				return fmt.Errorf("agent: nvr.sub_url: %w", err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for _, cam := range c.ResolvedCameras() {
+		if seen[cam.ID] {
+			return fmt.Errorf("agent: cameras: id %q is used twice (NVR channels take the ids 1..%d)", cam.ID, c.nvrChannels())
+		}
+		seen[cam.ID] = true
+	}
+	return nil
+}
+
+func (c Config) nvrChannels() int {
+	if c.NVR == nil {
+		return 0
+	}
+	return c.NVR.Channels
+}
+
+func checkRTSP(raw string) error {
+	if raw == "" {
+		return errors.New("missing")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("not a URL: %w", err)
+	}
+	if u.Scheme == "" {
+		return errors.New("missing scheme (rtsp://)")
+	}
+	if u.Scheme != "rtsp" && u.Scheme != "rtsps" {
+		return fmt.Errorf("scheme %q: want rtsp or rtsps", u.Scheme)
+	}
+	if u.Host == "" {
+		return errors.New("missing host")
+	}
+	return nil
+}
+
+// ResolvedCameras lists every camera, NVR channels first.
+func (c Config) ResolvedCameras() []Camera {
+	var out []Camera
+	if n := c.NVR; n != nil {
+		name := n.Name
+		if name == "" {
+			name = "Channel {channel}"
+		}
+		for ch := 1; ch <= n.Channels; ch++ {
+			s := strconv.Itoa(ch)
+			cam := Camera{ID: s, Name: strings.ReplaceAll(name, "{channel}", s),
+				URL: strings.ReplaceAll(n.URL, "{channel}", s), AlwaysOn: n.AlwaysOn}
+			if n.SubURL != "" {
+				cam.SubURL = strings.ReplaceAll(n.SubURL, "{channel}", s)
+			}
+			out = append(out, cam)
+		}
+	}
+	for i, cc := range c.Cameras {
+		id := cc.ID
+		if id == "" {
+			id = strconv.Itoa(c.nvrChannels() + i + 1)
+		}
+		name := cc.Name
+		if name == "" {
+			name = "Camera " + id
+		}
+		out = append(out, Camera{ID: id, Name: name, URL: cc.URL, SubURL: cc.SubURL, AlwaysOn: cc.AlwaysOn})
+	}
+	return out
+}

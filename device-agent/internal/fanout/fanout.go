@@ -1,0 +1,448 @@
+// Package fanout shares one camera stream among all its viewers. It opens the
+// RTSP pull on the first viewer and keeps it for a linger after the last,
+// packetizes every frame once, and keeps a GOP cache: the last keyframe and
+// everything after it, so a new viewer starts from a picture at once instead of
+// waiting up to a whole keyframe interval. A slow viewer drops frames and is
+// counted; it never holds up the camera or the other viewers.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/pion/rtp"
+
+	"github.com/peercam/peercam/device-agent/internal/rtspsource"
+	"github.com/peercam/peercam/internal/media/h264"
+)
+
+// ErrUnavailable means the stream could not be started.
+var ErrUnavailable = errors.New("camera stream unavailable")
+
+// Frame is one video access unit or one audio packet, packetized once.
+type Frame struct {
+	Video    bool
+	Keyframe bool
+	// TS is the camera's RTP timestamp (90 kHz video, audio clock for audio).
+	TS uint32
+	// At is when the frame arrived from the camera.
+	At time.Time
+	// Packets carry the payloads; viewers copy the headers and set their own
+	// sequence numbers and timestamps.
+	Packets []*rtp.Packet
+	// Size is the sum of the payload sizes.
+	Size int
+}
+
+// Info is what a viewer needs to negotiate.
+type Info struct {
+	SPS, PPS      []byte
+	Width, Height int
+	Audio         *rtspsource.Audio
+}
+
+// Config describes one camera stream.
+type Config struct {
+	// Name identifies the stream in logs, such as "door/main".
+	Name string
+	URL  string
+	// Transport is the RTSP transport: tcp (default), udp or auto.
+	Transport string
+	// Linger keeps the pull open after the last viewer leaves. Default 30 s.
+	Linger time.Duration
+	// AlwaysOn keeps the pull open with no viewers (preload), so the first
+	// viewer also gets the GOP cache.
+	AlwaysOn bool
+	// MaxGOPBytes bounds the GOP cache. Default 8 MiB.
+	MaxGOPBytes int
+	// ReadyTimeout bounds the wait for the camera's first parameter sets.
+	// Default 10 s.
+	ReadyTimeout time.Duration
+	Logger       *slog.Logger
+
+	// run replaces rtspsource.Run in tests.
+	run func(context.Context, rtspsource.Config, rtspsource.Handler) error
+}
+
+// Stream is one shared camera stream.
+type Stream struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards everything below
+	// users counts viewers holding the stream (Acquire minus Release).
+	users int
+	// cancel stops the running pull; nil when stopped.
+	cancel context.CancelFunc
+	// linger fires to stop the pull after the last viewer.
+	linger *time.Timer
+	// info is known once the camera's parameter sets are; ready is closed then
+	// (or when the run fails, with runErr set). Both are renewed per run.
+	info   *Info
+	ready  chan struct{}
+	runErr error
+	// gop is the cached group of pictures, starting with a keyframe.
+	gop      []*Frame
+	gopBytes int
+	// subs are the viewers receiving frames.
+	subs map[*Sub]struct{}
+	// sps and pps are the latest parameter sets seen; audio is the audio
+	// track of the current run.
+	sps, pps []byte
+	audio    *rtspsource.Audio
+	// bframesReported is set once B-frames have been logged.
+	bframesReported bool
+
+	// Counters, read with Stats.
+	frames, dropped atomic.Uint64
+}
+
+// Stats are a stream's counters.
+type Stats struct {
+	Frames  uint64 // video frames received from the camera
+	Dropped uint64 // frames not delivered to slow viewers, summed
+	Viewers int
+	GOP     int // frames in the GOP cache
+	Running bool
+}
+
+// New returns a stopped stream.
+func New(cfg Config) *Stream {
+	if cfg.Linger == 0 {
+		cfg.Linger = 30 * time.Second
+	}
+	if cfg.MaxGOPBytes == 0 {
+		cfg.MaxGOPBytes = 8 << 20
+	}
+	if cfg.ReadyTimeout == 0 {
+		cfg.ReadyTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.run == nil {
+		cfg.run = rtspsource.Run
+	}
+	s := &Stream{cfg: cfg, log: cfg.Logger.With("stream", cfg.Name), subs: map[*Sub]struct{}{}}
+	if cfg.AlwaysOn {
+		s.mu.Lock()
+		s.startLocked()
+		s.mu.Unlock()
+	}
+	return s
+}
+
+// Stats returns the counters.
+func (s *Stream) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Frames: s.frames.Load(), Dropped: s.dropped.Load(), Viewers: len(s.subs), GOP: len(s.gop), Running: s.cancel != nil}
+}
+
+// Acquire holds the stream open for a viewer and waits until its format is
+// known. Every successful Acquire needs one Release.
+func (s *Stream) Acquire(ctx context.Context) (*Info, error) {
+	s.mu.Lock()
+	s.users++
+	if s.linger != nil {
+		s.linger.Stop()
+		s.linger = nil
+	}
+	if s.cancel == nil {
+		s.startLocked()
+	}
+	ready := s.ready
+	s.mu.Unlock()
+
+	t := time.NewTimer(s.cfg.ReadyTimeout)
+	defer t.Stop()
+	select {
+	case <-ready:
+	case <-ctx.Done():
+		s.Release()
+		return nil, ctx.Err()
+	case <-t.C:
+		s.Release()
+		return nil, fmt.Errorf("%w: no video from the camera within %s", ErrUnavailable, s.cfg.ReadyTimeout)
+	}
+	s.mu.Lock()
+	info, err := s.info, s.runErr
+	s.mu.Unlock()
+	if info == nil {
+		s.Release()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return info, nil
+}
+
+// Release lets go of a viewer's hold; the last one starts the linger.
+func (s *Stream) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users--
+	if s.users > 0 || s.cfg.AlwaysOn || s.cancel == nil {
+		return
+	}
+	s.linger = time.AfterFunc(s.cfg.Linger, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.users == 0 && s.cancel != nil {
+			s.log.Info("no viewers: closing the camera stream")
+			s.cancel()
+			s.cancel = nil
+		}
+	})
+}
+
+// Close stops the stream.
+func (s *Stream) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.linger != nil {
+		s.linger.Stop()
+	}
+	if s.cancel != nil {
+		s.cancel()
+		s.cancel = nil
+	}
+}
+
+func (s *Stream) startLocked() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.ready = make(chan struct{})
+	s.info, s.runErr = nil, nil
+	s.gop, s.gopBytes = nil, 0
+	go s.run(ctx, s.ready)
+}
+
+// run pulls the camera, retrying with backoff while the stream is wanted.
+func (s *Stream) run(ctx context.Context, ready chan struct{}) {
+	backoff := time.Second
+	var readyOnce sync.Once
+	markReady := func() { readyOnce.Do(func() { close(ready) }) }
+	for {
+		started := time.Now()
+		var enc *rtph264.Encoder
+		err := s.cfg.run(ctx, rtspsource.Config{URL: s.cfg.URL, Transport: s.cfg.Transport, Logger: s.log},
+			rtspsource.Handler{
+				OnInfo: func(in rtspsource.Info) {
+					for _, why := range in.Skipped {
+						s.log.Warn("track skipped", "why", why)
+					}
+					s.onInfo(in, markReady)
+				},
+				OnVideo: func(au [][]byte, ts uint32) {
+					if enc == nil {
+						enc = &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: 1200, PacketizationMode: 1}
+						if err := enc.Init(); err != nil {
+							return
+						}
+					}
+					s.onVideo(enc, au, ts, markReady)
+				},
+				OnAudio: s.onAudio,
+			})
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			err = errors.New("the camera ended the stream")
+		}
+		s.mu.Lock()
+		s.runErr = err
+		first := s.info == nil
+		s.mu.Unlock()
+		if first {
+			markReady() // waiting viewers learn the error now
+		}
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(s.cfg.URL), "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (s *Stream) onInfo(in rtspsource.Info, markReady func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if in.SPS != nil && in.PPS != nil {
+		s.sps, s.pps = in.SPS, in.PPS
+	}
+	s.audio = in.Audio
+	if s.sps == nil {
+		return // wait for in-band parameter sets
+	}
+	s.setInfoLocked()
+	markReady()
+}
+
+func (s *Stream) setInfoLocked() {
+	in := &Info{SPS: s.sps, PPS: s.pps, Audio: s.audio}
+	in.Width, in.Height, _ = h264.Size(s.sps)
+	s.info = in
+}
+
+func (s *Stream) onVideo(enc *rtph264.Encoder, au [][]byte, ts uint32, markReady func()) {
+	now := time.Now()
+	s.frames.Add(1)
+	if sps, pps := h264.ParamSets(au); sps != nil && pps != nil {
+		s.mu.Lock()
+		s.sps, s.pps = sps, pps
+		if s.info == nil {
+			s.setInfoLocked()
+			markReady()
+		}
+		s.mu.Unlock()
+	}
+	key := h264.IsKeyframe(au)
+	s.mu.Lock()
+	sps, pps := s.sps, s.pps
+	report := !s.bframesReported && h264.HasBSlice(au)
+	if report {
+		s.bframesReported = true
+	}
+	s.mu.Unlock()
+	if report {
+		s.log.Warn("this camera stream has B-frames; browsers' WebRTC decoders drop most of them and the picture stutters. " +
+			"Turn B-frames off in the camera's video encoding settings (often 'B-frame', 'GOP structure', 'H.264+' or 'smart codec'), or view the sub stream")
+	}
+	if key {
+		au = h264.WithParamSets(au, sps, pps)
+	}
+	pkts, err := enc.Encode(au)
+	if err != nil {
+		return
+	}
+	f := &Frame{Video: true, Keyframe: key, TS: ts, At: now, Packets: pkts}
+	for _, p := range pkts {
+		f.Size += len(p.Payload)
+	}
+	s.publish(f)
+}
+
+func (s *Stream) onAudio(pkt *rtp.Packet) {
+	p := &rtp.Packet{Header: pkt.Header, Payload: append([]byte(nil), pkt.Payload...)}
+	s.publish(&Frame{TS: pkt.Timestamp, At: time.Now(), Packets: []*rtp.Packet{p}, Size: len(p.Payload)})
+}
+
+func (s *Stream) publish(f *Frame) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f.Video {
+		switch {
+		case f.Keyframe:
+			s.gop, s.gopBytes = append(s.gop[:0:0], f), f.Size
+		case len(s.gop) > 0 && s.gopBytes+f.Size <= s.cfg.MaxGOPBytes:
+			s.gop = append(s.gop, f)
+			s.gopBytes += f.Size
+		default:
+			// Too long a GOP for the cache: stop caching until the next
+			// keyframe rather than hand a viewer half a GOP.
+			s.gop, s.gopBytes = nil, 0
+		}
+	}
+	for sub := range s.subs {
+		if !sub.push(f) {
+			s.dropped.Add(1)
+		}
+	}
+}
+
+// Subscribe starts delivering frames to a new viewer: first the GOP cache, then
+// live frames.
+func (s *Stream) Subscribe(queue int) *Sub {
+	sub := &Sub{ch: make(chan *Frame, queue), stream: s}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub.primeLocked(s.gop)
+	s.subs[sub] = struct{}{}
+	return sub
+}
+
+// Unsubscribe stops delivery to sub.
+func (s *Stream) Unsubscribe(sub *Sub) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.subs, sub)
+}
+
+// Sub is one viewer's queue of frames.
+type Sub struct {
+	ch     chan *Frame
+	stream *Stream
+	// waitKey is set after a drop: video resumes at the next keyframe so the
+	// decoder never gets a frame whose reference it missed. Guarded by the
+	// stream's mu.
+	waitKey bool
+	// Dropped counts frames this viewer missed.
+	Dropped atomic.Uint64
+}
+
+// C delivers frames.
+func (sub *Sub) C() <-chan *Frame { return sub.ch }
+
+func (sub *Sub) primeLocked(gop []*Frame) {
+	for _, f := range gop {
+		select {
+		case sub.ch <- f:
+		default:
+			sub.waitKey = true
+			return
+		}
+	}
+	if len(gop) == 0 {
+		sub.waitKey = true
+	}
+}
+
+// push queues f without blocking; false means it was dropped.
+func (sub *Sub) push(f *Frame) bool {
+	if f.Video && sub.waitKey {
+		if !f.Keyframe {
+			sub.Dropped.Add(1)
+			return false
+		}
+		sub.waitKey = false
+	}
+	select {
+	case sub.ch <- f:
+		return true
+	default:
+		if f.Video {
+			sub.waitKey = true
+		}
+		sub.Dropped.Add(1)
+		return false
+	}
+}
+
+// Resync answers a viewer's keyframe request from the cache: the queue is
+// replaced by the current GOP, which the viewer's writer then fast-forwards.
+func (sub *Sub) Resync() {
+	s := sub.stream
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		select {
+		case <-sub.ch:
+			continue
+		default:
+		}
+		break
+	}
+	sub.waitKey = false
+	sub.primeLocked(s.gop)
+}

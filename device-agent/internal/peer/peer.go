@@ -1,0 +1,558 @@
+// Package peer runs the agent's WebRTC sessions: it answers a viewer's offer
+// with the camera's real H.264 profile, waits until DTLS is up before sending a
+// single packet, starts each viewer from the GOP cache in fast-forward so the
+// first picture appears at once, answers keyframe requests from the cache, and
+// tears everything down when the viewer leaves or the path dies.
+package peer
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peercam/peercam/device-agent/internal/fanout"
+	"github.com/peercam/peercam/internal/logging"
+	"github.com/peercam/peercam/proto"
+)
+
+// ErrCodec means the viewer offered no codec the camera sends.
+var ErrCodec = errors.New("no matching codec")
+
+// Config configures the Manager.
+type Config struct {
+	// UDPMux carries all WebRTC traffic on one UDP port.
+	UDPMux ice.UDPMux
+	// IncludeLoopback offers 127.0.0.1 candidates (tests, same-host viewers).
+	IncludeLoopback bool
+	// QueueFrames bounds each viewer's frame queue. Default 600 (a 4 s GOP at
+	// 30 fps with audio and room to spare).
+	QueueFrames int
+	// CatchUp is how much faster than real time a viewer is fed the GOP cache.
+	// Default 8.
+	CatchUp int
+	Logger  *slog.Logger
+}
+
+// Manager owns the sessions.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+	se  webrtc.SettingEngine
+
+	mu sync.Mutex // guards sessions
+	// sessions are the live sessions by signaling session ID.
+	sessions map[string]*Session
+}
+
+// NewManager returns a Manager.
+func NewManager(cfg Config) *Manager {
+	if cfg.QueueFrames == 0 {
+		cfg.QueueFrames = 600
+	}
+	if cfg.CatchUp == 0 {
+		cfg.CatchUp = 8
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{}}
+	m.se.LoggerFactory = logging.PionFactory{Log: cfg.Logger}
+	if cfg.UDPMux != nil {
+		m.se.SetICEUDPMux(cfg.UDPMux)
+	}
+	m.se.SetIncludeLoopbackCandidate(cfg.IncludeLoopback)
+	m.se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	// Resolving viewers' mDNS candidates needs multicast, which many recorder
+	// networks block; peer-reflexive discovery covers those viewers anyway.
+	m.se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	return m
+}
+
+// Count returns the number of sessions.
+func (m *Manager) Count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.sessions)
+}
+
+// Request is a viewer's offer, checked and ready to answer.
+type Request struct {
+	Session    string
+	SDP        string
+	Trickle    bool
+	Camera     string
+	ICEServers []proto.ICEServer
+	Stream     *fanout.Stream
+	// Send delivers signaling to the viewer through the rendezvous.
+	Send func(proto.Message)
+}
+
+// Session is one viewer's peer connection.
+type Session struct {
+	id     string
+	m      *Manager
+	pc     *webrtc.PeerConnection
+	stream *fanout.Stream
+	send   func(proto.Message)
+	log    *slog.Logger
+
+	video, audio *webrtc.TrackLocalStaticRTP
+	ctx          context.Context
+	cancel       context.CancelFunc
+	closeOnce    sync.Once
+	connected    sync.Once
+
+	mu sync.Mutex // guards sub
+	// sub is the viewer's frame queue, set once DTLS is up.
+	sub *fanout.Sub
+}
+
+// Offer answers a viewer. On error nothing is left running.
+func (m *Manager) Offer(ctx context.Context, req Request) error {
+	info, err := req.Stream.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := m.newSession(req, info)
+	if err != nil {
+		req.Stream.Release()
+		return err
+	}
+	m.mu.Lock()
+	if old := m.sessions[req.Session]; old != nil {
+		m.mu.Unlock()
+		s.close("duplicate session")
+		return fmt.Errorf("session %s already exists", req.Session)
+	}
+	m.sessions[req.Session] = s
+	m.mu.Unlock()
+
+	if err := s.answer(ctx, req); err != nil {
+		s.close("answer failed")
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
+	offer := &sdp.SessionDescription{}
+	if err := offer.Unmarshal([]byte(req.SDP)); err != nil {
+		return nil, fmt.Errorf("%w: the offer is not valid SDP: %w", proto.ErrBadMessage, err)
+	}
+	fmtp, err := chooseH264(offer, info.SPS)
+	if err != nil {
+		return nil, err
+	}
+	me := &webrtc.MediaEngine{}
+	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	videoCap := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: fb}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: videoCap, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	var audioCap *webrtc.RTPCodecCapability
+	if info.Audio != nil && offersAudio(offer, info.Audio.MimeType) {
+		audioCap = &webrtc.RTPCodecCapability{MimeType: info.Audio.MimeType, ClockRate: info.Audio.ClockRate, Channels: 1}
+		pt := webrtc.PayloadType(0)
+		if info.Audio.MimeType == webrtc.MimeTypePCMA {
+			pt = 8
+		}
+		if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: *audioCap, PayloadType: pt}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, err
+		}
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, err
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(m.se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{ICEServers: iceServers(req.ICEServers)})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel,
+		log: m.log.With("session", req.Session, "camera", req.Camera)}
+	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
+		cancel()
+		_ = pc.Close()
+		return nil, err
+	}
+	if audioCap != nil {
+		if s.audio, err = webrtc.NewTrackLocalStaticRTP(*audioCap, "audio", "peercam-"+req.Camera); err != nil {
+			cancel()
+			_ = pc.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func iceServers(in []proto.ICEServer) []webrtc.ICEServer {
+	out := make([]webrtc.ICEServer, 0, len(in))
+	for _, s := range in {
+		out = append(out, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	return out
+}
+
+func (s *Session) answer(ctx context.Context, req Request) error {
+	pc := s.pc
+	pc.OnConnectionStateChange(s.onState)
+	if req.Trickle {
+		pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+			if c == nil {
+				s.send(&proto.Candidate{Session: s.id}) // end of candidates
+				return
+			}
+			init := c.ToJSON()
+			s.send(&proto.Candidate{Session: s.id, Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex})
+		})
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
+		return fmt.Errorf("%w: %w", proto.ErrBadMessage, err)
+	}
+	vs, err := pc.AddTrack(s.video)
+	if err != nil {
+		return err
+	}
+	go s.readRTCP(vs)
+	if s.audio != nil {
+		as, err := pc.AddTrack(s.audio)
+		if err != nil {
+			return err
+		}
+		go s.readRTCP(as)
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(ans); err != nil {
+		return err
+	}
+	if !req.Trickle {
+		// WHEP: the answer must carry every candidate.
+		select {
+		case <-gathered:
+		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.send(&proto.Answer{Session: s.id, SDP: pc.LocalDescription().SDP})
+	return nil
+}
+
+// AddCandidate adds a viewer's trickled candidate.
+func (m *Manager) AddCandidate(c *proto.Candidate) error {
+	m.mu.Lock()
+	s := m.sessions[c.Session]
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("session %s: not found", c.Session)
+	}
+	if c.Candidate == "" {
+		return nil // end of candidates: nothing to do with pion
+	}
+	return s.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex})
+}
+
+// Bye ends a session the viewer left.
+func (m *Manager) Bye(id, reason string) {
+	m.mu.Lock()
+	s := m.sessions[id]
+	m.mu.Unlock()
+	if s != nil {
+		s.closeQuiet(reason)
+	}
+}
+
+// Close ends every session.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	all := make([]*Session, 0, len(m.sessions))
+	for _, s := range m.sessions {
+		all = append(all, s)
+	}
+	m.mu.Unlock()
+	for _, s := range all {
+		s.close("agent shutting down")
+	}
+}
+
+func (s *Session) onState(st webrtc.PeerConnectionState) {
+	s.log.Debug("peer connection state", "state", st.String())
+	switch st {
+	case webrtc.PeerConnectionStateConnected:
+		// DTLS is up: only now can media be decrypted, so only now start.
+		s.connected.Do(func() {
+			s.logPath()
+			sub := s.stream.Subscribe(s.m.cfg.QueueFrames)
+			s.mu.Lock()
+			s.sub = sub
+			s.mu.Unlock()
+			go s.write(sub)
+		})
+	case webrtc.PeerConnectionStateFailed:
+		s.close("connection failed")
+	case webrtc.PeerConnectionStateClosed:
+		s.close("connection closed")
+	}
+}
+
+func (s *Session) logPath() {
+	stats := s.pc.GetStats()
+	for _, v := range stats {
+		pair, ok := v.(webrtc.ICECandidatePairStats)
+		if !ok || !pair.Nominated {
+			continue
+		}
+		local, _ := stats[pair.LocalCandidateID].(webrtc.ICECandidateStats)
+		remote, _ := stats[pair.RemoteCandidateID].(webrtc.ICECandidateStats)
+		s.log.Info("viewer connected", "local", local.CandidateType.String(), "remote", remote.CandidateType.String(),
+			"relayed", local.CandidateType == webrtc.ICECandidateTypeRelay || remote.CandidateType == webrtc.ICECandidateTypeRelay)
+		return
+	}
+	s.log.Info("viewer connected")
+}
+
+// close ends the session and tells the viewer.
+func (s *Session) close(reason string) {
+	s.closeOnce.Do(func() {
+		s.teardown(reason)
+		s.send(&proto.Bye{Session: s.id, Reason: reason})
+	})
+}
+
+// closeQuiet ends the session the viewer already ended.
+func (s *Session) closeQuiet(reason string) {
+	s.closeOnce.Do(func() { s.teardown(reason) })
+}
+
+func (s *Session) teardown(reason string) {
+	s.cancel()
+	s.mu.Lock()
+	sub := s.sub
+	s.mu.Unlock()
+	if sub != nil {
+		s.stream.Unsubscribe(sub)
+		s.log.Info("viewer left", "reason", reason, "dropped_frames", sub.Dropped.Load())
+	}
+	s.m.mu.Lock()
+	if s.m.sessions[s.id] == s {
+		delete(s.m.sessions, s.id)
+	}
+	s.m.mu.Unlock()
+	go func() { _ = s.pc.Close() }()
+	s.stream.Release()
+}
+
+// readRTCP answers keyframe requests (PLI, FIR) from the GOP cache. pion's
+// interceptors handle NACKs and reports on the way.
+func (s *Session) readRTCP(sender *webrtc.RTPSender) {
+	var last time.Time
+	for {
+		pkts, _, err := sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, p := range pkts {
+			switch p.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				// A burst of requests after one loss needs one answer.
+				if time.Since(last) < time.Second {
+					continue
+				}
+				last = time.Now()
+				s.mu.Lock()
+				sub := s.sub
+				s.mu.Unlock()
+				if sub != nil {
+					sub.Resync()
+				}
+			}
+		}
+	}
+}
+
+func random32() uint32 {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return binary.BigEndian.Uint32(b[:])
+}
+
+// write feeds the viewer. Frames older than freshAge are the GOP cache (or a
+// backlog): they go out CatchUp times faster than real time, with timestamps
+// compressed to match, so the decoder runs through them and the picture
+// reaches live within a fraction of a second. Fresh frames go out as they
+// come with the camera's own spacing.
+func (s *Session) write(sub *fanout.Sub) {
+	const freshAge = 150 * time.Millisecond
+	const defaultDelta = 90000 / 25
+	speed := int64(s.m.cfg.CatchUp)
+	vSeq, aSeq := uint16(random32()), uint16(random32())
+	vTS := random32()
+	var aOffset uint32
+	var lastIn uint32
+	first, aFirst := true, true
+	for {
+		var f *fanout.Frame
+		select {
+		case <-s.ctx.Done():
+			return
+		case f = <-sub.C():
+		}
+		behind := time.Since(f.At) > freshAge
+		if !f.Video {
+			if s.audio == nil || behind {
+				continue // stale audio is worse than none
+			}
+			if aFirst {
+				aOffset, aFirst = random32()-f.TS, false
+			}
+			for _, p := range f.Packets {
+				out := rtp.Packet{Header: p.Header, Payload: p.Payload}
+				out.SequenceNumber, out.Timestamp = aSeq, f.TS+aOffset
+				aSeq++
+				if err := s.audio.WriteRTP(&out); err != nil {
+					s.log.Debug("audio write", "err", err)
+				}
+			}
+			continue
+		}
+		delta := int64(int32(f.TS - lastIn))
+		if delta <= 0 || delta > 5*90000 {
+			delta = defaultDelta
+		}
+		var pause time.Duration
+		if behind {
+			delta = max(delta/speed, 90)
+			pause = time.Duration(delta) * time.Second / 90000
+		}
+		if !first {
+			vTS += uint32(delta)
+		}
+		first = false
+		lastIn = f.TS
+		for _, p := range f.Packets {
+			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
+			out.SequenceNumber, out.Timestamp = vSeq, vTS
+			vSeq++
+			if err := s.video.WriteRTP(&out); err != nil {
+				s.log.Debug("video write", "err", err)
+			}
+		}
+		if pause > 0 {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+		}
+	}
+}
+
+
+// chooseH264 picks the fmtp line for the answer: the camera's real profile
+// (from its SPS) with the constraint flags of the closest profile the viewer
+// offers, and the camera's level. Browsers list a fixed set of profiles; a
+// camera's SPS often sets constraint flags none of them lists exactly.
+func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, error) {
+	if len(sps) < 4 {
+		return "", fmt.Errorf("%w: the camera sent no H.264 parameter sets", ErrCodec)
+	}
+	profile, constraints, level := sps[1], sps[2], sps[3]
+	best, bestScore := "", -1
+	var offered []string
+	for _, md := range offer.MediaDescriptions {
+		if md.MediaName.Media != "video" {
+			continue
+		}
+		for _, f := range md.MediaName.Formats {
+			codec, err := offer.GetCodecForPayloadType(parseUint8(f))
+			if err != nil || !strings.EqualFold(codec.Name, "H264") {
+				continue
+			}
+			params := fmtpParams(codec.Fmtp)
+			if params["packetization-mode"] != "1" {
+				continue
+			}
+			plid := params["profile-level-id"]
+			offered = append(offered, plid)
+			if len(plid) != 6 {
+				continue
+			}
+			var p, c byte
+			if _, err := fmt.Sscanf(plid[:4], "%02x%02x", &p, &c); err != nil || p != profile {
+				continue
+			}
+			score := 1
+			if c == constraints {
+				score = 3
+			} else if c&constraints == constraints {
+				score = 2
+			}
+			if score > bestScore {
+				best, bestScore = fmt.Sprintf("%02x%02x%02x", p, c, level), score
+			}
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("%w: the camera sends H.264 profile %s; the viewer offers %s",
+			ErrCodec, profileName(profile), strings.Join(offered, ", "))
+	}
+	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + best, nil
+}
+
+func parseUint8(s string) uint8 {
+	var v uint8
+	_, _ = fmt.Sscanf(s, "%d", &v)
+	return v
+}
+
+func fmtpParams(fmtp string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		out[strings.ToLower(k)] = strings.ToLower(v)
+	}
+	return out
+}
+
+func profileName(p byte) string {
+	switch p {
+	case 66:
+		return "Baseline"
+	case 77:
+		return "Main"
+	case 100:
+		return "High"
+	}
+	return fmt.Sprintf("%d", p)
+}
+
+func offersAudio(offer *sdp.SessionDescription, mime string) bool {
+	name := strings.TrimPrefix(mime, "audio/")
+	for _, md := range offer.MediaDescriptions {
+		if md.MediaName.Media != "audio" {
+			continue
+		}
+		for _, f := range md.MediaName.Formats {
+			if c, err := offer.GetCodecForPayloadType(parseUint8(f)); err == nil && strings.EqualFold(c.Name, name) {
+				return true
+			}
+		}
+	}
+	return false
+}

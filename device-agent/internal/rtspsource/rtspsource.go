@@ -1,0 +1,206 @@
+// Package rtspsource pulls one RTSP stream from a camera with gortsplib and
+// hands on whole H.264 access units and G.711 audio packets. It turns the
+// failures people hit with real cameras (wrong password, wrong path, H.265,
+// AAC) into errors that say what to change.
+package rtspsource
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/pion/rtp"
+)
+
+var (
+	// ErrAuth means the camera refused the credentials in the URL.
+	ErrAuth = errors.New("the camera refused the user name or password")
+	// ErrNotFound means the camera has no stream at that path.
+	ErrNotFound = errors.New("the camera has no stream at that path")
+	// ErrNoH264 means the stream has no H.264 video.
+	ErrNoH264 = errors.New("the stream has no H.264 video")
+)
+
+// Audio describes the audio track that passes through.
+type Audio struct {
+	// MimeType is "audio/PCMU" or "audio/PCMA".
+	MimeType string
+	// ClockRate is the RTP clock rate.
+	ClockRate uint32
+}
+
+// Info is what the stream offers, known after DESCRIBE.
+type Info struct {
+	// SPS and PPS from the SDP, if the camera put them there.
+	SPS, PPS []byte
+	// Audio is nil when there is no audio that browsers can play.
+	Audio *Audio
+	// Skipped names tracks that were left out, with why.
+	Skipped []string
+}
+
+// Handler receives the stream. Calls come from one goroutine.
+type Handler struct {
+	// OnInfo is called once after SETUP, before any media.
+	OnInfo func(Info)
+	// OnVideo gets each access unit (NAL units without start codes) with its
+	// 90 kHz RTP timestamp.
+	OnVideo func(au [][]byte, ts uint32)
+	// OnAudio gets each audio RTP packet.
+	OnAudio func(pkt *rtp.Packet)
+}
+
+// Config says what to pull.
+type Config struct {
+	URL string
+	// Transport is "tcp" (default: survives NAT and loss on the LAN), "udp"
+	// or "auto".
+	Transport string
+	Logger    *slog.Logger
+}
+
+// Run pulls the stream until ctx ends or the connection fails.
+func Run(ctx context.Context, cfg Config, h Handler) error {
+	u, err := base.ParseURL(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("rtsp url: %w", err)
+	}
+	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, ReadTimeout: 10 * time.Second, UserAgent: "PeerCam device-agent"}
+	switch cfg.Transport {
+	case "", "tcp":
+		t := gortsplib.TransportTCP
+		c.Transport = &t
+	case "udp":
+		t := gortsplib.TransportUDP
+		c.Transport = &t
+	}
+	if err := c.Start2(); err != nil {
+		return fmt.Errorf("connect to %s: %w", u.Host, err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, c.Close)
+	defer stop()
+
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		return explain(err)
+	}
+	var h264f *format.H264
+	video := desc.FindFormat(&h264f)
+	if video == nil {
+		return fmt.Errorf("%w (%s)", ErrNoH264, describeFormats(desc))
+	}
+	var info Info
+	info.SPS, info.PPS = h264f.SafeParams()
+	if _, err := c.Setup(desc.BaseURL, video, 0, 0); err != nil {
+		return explain(err)
+	}
+
+	var audio *description.Media
+	var g711 *format.G711
+	if m := desc.FindFormat(&g711); m != nil {
+		if g711.SampleRate == 8000 && g711.ChannelCount == 1 {
+			audio = m
+			info.Audio = &Audio{MimeType: "audio/PCMA", ClockRate: 8000}
+			if g711.MULaw {
+				info.Audio.MimeType = "audio/PCMU"
+			}
+		} else {
+			info.Skipped = append(info.Skipped, fmt.Sprintf("G.711 at %d Hz × %d channels: browsers play only 8 kHz mono", g711.SampleRate, g711.ChannelCount))
+		}
+	}
+	var aac *format.MPEG4Audio
+	if audio == nil && desc.FindFormat(&aac) != nil {
+		info.Skipped = append(info.Skipped, "AAC audio: browsers cannot play AAC over WebRTC; set the camera's audio codec to G.711 to hear it")
+	}
+	if audio != nil {
+		if _, err := c.Setup(desc.BaseURL, audio, 0, 0); err != nil {
+			return explain(err)
+		}
+	}
+	if h.OnInfo != nil {
+		h.OnInfo(info)
+	}
+
+	dec, err := h264f.CreateDecoder()
+	if err != nil {
+		return err
+	}
+	c.OnPacketRTP(video, h264f, func(pkt *rtp.Packet) {
+		au, err := dec.Decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) && cfg.Logger != nil {
+				cfg.Logger.Debug("h264 depacketize", "err", err)
+			}
+			return
+		}
+		h.OnVideo(au, pkt.Timestamp)
+	})
+	if audio != nil && h.OnAudio != nil {
+		c.OnPacketRTP(audio, g711, func(pkt *rtp.Packet) { h.OnAudio(pkt) })
+	}
+	if _, err := c.Play(nil); err != nil {
+		return explain(err)
+	}
+	err = c.Wait()
+	if ctx.Err() != nil {
+		return nil
+	}
+	return explain(err)
+}
+
+func describeFormats(desc *description.Session) string {
+	var names []string
+	for _, m := range desc.Medias {
+		for _, f := range m.Formats {
+			names = append(names, f.Codec())
+		}
+	}
+	if len(names) == 0 {
+		return "no tracks"
+	}
+	s := "it has " + strings.Join(names, ", ")
+	for _, n := range names {
+		if n == "H265" {
+			s += "; browsers cannot decode H.265 over WebRTC: use the camera's H.264 sub stream or switch the main stream to H.264"
+			break
+		}
+	}
+	return s
+}
+
+// explain maps gortsplib's errors to ones a person can act on.
+func explain(err error) error {
+	var bad liberrors.ErrClientBadStatusCode
+	if errors.As(err, &bad) {
+		switch bad.Code {
+		case base.StatusUnauthorized:
+			return fmt.Errorf("%w (RTSP 401): check the user and password in the camera URL", ErrAuth)
+		case base.StatusNotFound:
+			return fmt.Errorf("%w (RTSP 404): check the path in the camera URL", ErrNotFound)
+		}
+	}
+	return err
+}
+
+// Redact hides the password in a camera URL for logs.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}

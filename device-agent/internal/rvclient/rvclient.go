@@ -1,0 +1,192 @@
+// Package rvclient keeps the agent's one outbound signaling link to the
+// rendezvous: it dials, proves the device key, hands incoming messages to the
+// agent, and redials with backoff whenever the link drops.
+package rvclient
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/proto"
+)
+
+// ErrRefused means the rendezvous refused the device for good (wrong key);
+// retrying cannot help.
+var ErrRefused = errors.New("rendezvous refused this device")
+
+// Config configures the client.
+type Config struct {
+	// URL is the rendezvous base URL, http(s)://host[:port].
+	URL      string
+	DeviceID string
+	Key      ed25519.PrivateKey
+	Version  string
+	Cameras  []proto.Camera
+	// Handle receives every message after the handshake, Welcome included.
+	// Calls come from one goroutine; Handle must not block for long.
+	Handle func(proto.Message)
+	Logger *slog.Logger
+}
+
+// Client is the signaling link.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex // guards conn
+	// conn is the live link, nil between connections.
+	conn *wsconn.Conn
+}
+
+// New returns a client; Run connects it.
+func New(cfg Config) *Client {
+	return &Client{cfg: cfg, log: cfg.Logger.With("component", "rendezvous-link")}
+}
+
+// WSURL turns the rendezvous base URL into the device socket URL.
+func WSURL(base string) (string, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil {
+		return "", err
+	}
+	switch u.Scheme {
+	case "http":
+		u.Scheme = "ws"
+	case "https":
+		u.Scheme = "wss"
+	case "ws", "wss":
+	default:
+		return "", fmt.Errorf("scheme %q: want http or https", u.Scheme)
+	}
+	u.Path += "/ws/device"
+	return u.String(), nil
+}
+
+// Send delivers m to the rendezvous if the link is up; signaling for a
+// session whose link dropped is lost, and the viewer retries.
+func (c *Client) Send(m proto.Message) {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return
+	}
+	if err := conn.Send(m); err != nil {
+		c.log.Debug("send", "type", m.MessageType(), "err", err)
+	}
+}
+
+// Run keeps the link up until ctx ends or the rendezvous refuses the device.
+func (c *Client) Run(ctx context.Context) error {
+	backoff := time.Second
+	for {
+		start := time.Now()
+		err := c.once(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrRefused) {
+			return err
+		}
+		if time.Since(start) > time.Minute {
+			backoff = time.Second
+		}
+		// Jitter keeps a building full of recorders from redialling in step
+		// after an outage.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		c.log.Warn("rendezvous link down; redialling", "err", err, "in", wait.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+func (c *Client) once(ctx context.Context) error {
+	wsURL, err := WSURL(c.cfg.URL)
+	if err != nil {
+		return fmt.Errorf("%w: rendezvous URL: %w", ErrRefused, err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.DefaultDialer.DialContext(dctx, wsURL, http.Header{"User-Agent": {"peercam-agent/" + c.cfg.Version}})
+	if err != nil {
+		if resp != nil {
+			return fmt.Errorf("dial %s: HTTP %s", wsURL, resp.Status)
+		}
+		return fmt.Errorf("dial %s: %w", wsURL, err)
+	}
+	conn := wsconn.New(ws)
+	defer conn.Close(errors.New("link closed"))
+	stop := context.AfterFunc(ctx, func() { conn.Close(ctx.Err()) })
+	defer stop()
+
+	pub := c.cfg.Key.Public().(ed25519.PublicKey)
+	if err := conn.Send(&proto.Hello{DeviceID: c.cfg.DeviceID, PublicKey: pub, AgentVersion: c.cfg.Version, Cameras: c.cfg.Cameras}); err != nil {
+		return err
+	}
+	m, err := conn.Read()
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	ch, ok := m.(*proto.Challenge)
+	if !ok {
+		return refusal(m)
+	}
+	if err := conn.Send(&proto.Auth{Signature: ed25519.Sign(c.cfg.Key, proto.AuthPayload(ch.Nonce, c.cfg.DeviceID))}); err != nil {
+		return err
+	}
+	m, err = conn.Read()
+	if err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if _, ok := m.(*proto.Welcome); !ok {
+		return refusal(m)
+	}
+	c.mu.Lock()
+	c.conn = conn
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.conn = nil
+		c.mu.Unlock()
+	}()
+	c.log.Info("connected to rendezvous", "url", c.cfg.URL)
+	c.cfg.Handle(m)
+	for {
+		m, err := conn.Read()
+		var de *wsconn.DecodeError
+		if errors.As(err, &de) {
+			c.log.Warn("bad message from rendezvous", "err", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		c.cfg.Handle(m)
+	}
+}
+
+func refusal(m proto.Message) error {
+	if e, ok := m.(*proto.Error); ok {
+		if e.Code == proto.CodeKeyMismatch || e.Code == proto.CodeAuthFailed {
+			return fmt.Errorf("%w: %s: %s", ErrRefused, e.Code, e.Message)
+		}
+		return fmt.Errorf("handshake: %s: %s", e.Code, e.Message)
+	}
+	return fmt.Errorf("handshake: unexpected %s", m.MessageType())
+}

@@ -1,0 +1,53 @@
+// Package logging bridges pion's logger interface to log/slog, so pion's
+// messages land in the same stream, with the same attributes, as everything
+// else; and builds the process logger from a level name.
+package logging
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/pion/logging"
+)
+
+// New returns a text logger on w at the named level (debug, info, warn, error).
+func New(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// PionFactory makes pion loggers that write to log. Pion is chatty at info
+// level, so its messages are demoted one level: pion's info is our debug.
+type PionFactory struct {
+	Log *slog.Logger
+}
+
+// NewLogger implements logging.LoggerFactory.
+func (f PionFactory) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{log: f.Log.With("component", "pion/"+scope)}
+}
+
+type pionLogger struct{ log *slog.Logger }
+
+func (p pionLogger) at(l slog.Level, msg string) {
+	if p.log.Enabled(context.Background(), l) {
+		p.log.Log(context.Background(), l, strings.TrimSpace(msg))
+	}
+}
+
+func (p pionLogger) Trace(msg string)          { p.at(slog.LevelDebug-4, msg) }
+func (p pionLogger) Tracef(f string, a ...any) { p.at(slog.LevelDebug-4, fmt.Sprintf(f, a...)) }
+func (p pionLogger) Debug(msg string)          { p.at(slog.LevelDebug-4, msg) }
+func (p pionLogger) Debugf(f string, a ...any) { p.at(slog.LevelDebug-4, fmt.Sprintf(f, a...)) }
+func (p pionLogger) Info(msg string)           { p.at(slog.LevelDebug, msg) }
+func (p pionLogger) Infof(f string, a ...any)  { p.at(slog.LevelDebug, fmt.Sprintf(f, a...)) }
+func (p pionLogger) Warn(msg string)           { p.at(slog.LevelWarn, msg) }
+func (p pionLogger) Warnf(f string, a ...any)  { p.at(slog.LevelWarn, fmt.Sprintf(f, a...)) }
+func (p pionLogger) Error(msg string)          { p.at(slog.LevelError, msg) }
+func (p pionLogger) Errorf(f string, a ...any) { p.at(slog.LevelError, fmt.Sprintf(f, a...)) }
