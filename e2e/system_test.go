@@ -1,0 +1,106 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/device-agent/agent"
+	"github.com/peercam/peercam/firmware-sim/nvr"
+	"github.com/peercam/peercam/rendezvous/server"
+)
+
+const (
+	ownerName = "owner"
+	ownerPass = "correct horse battery"
+)
+
+// system is a whole PeerCam on 127.0.0.1: a simulated 4-channel NVR, a
+// rendezvous and an agent claimed by an owner.
+type system struct {
+	sim     *nvr.Server
+	rv      *server.Server
+	agent   *agent.Agent
+	dataDir string
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("PEERCAM_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	log := testLogger(t)
+	simCfg := nvr.DefaultConfig()
+	simCfg.Listen = "127.0.0.1:0"
+	simCfg.Channels = 4
+	simCfg.Logger = log
+	sim, err := nvr.Start(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+
+	dataDir := t.TempDir()
+	rvCfg := server.DefaultConfig()
+	rvCfg.DataDir = dataDir
+	rvCfg.HTTPAddr = "127.0.0.1:0"
+	rvCfg.STUNAddr = "127.0.0.1:0"
+	rvCfg.Logger = log
+	rv, err := server.New(rvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rvDone := make(chan struct{})
+	go func() { defer close(rvDone); _ = rv.Run(ctx) }()
+	if err := server.AddUser(context.Background(), dataDir, ownerName, ownerPass); err != nil {
+		t.Fatal(err)
+	}
+
+	agCfg := agent.DefaultConfig()
+	agCfg.Rendezvous = rv.URL()
+	agCfg.StateDir = filepath.Join(t.TempDir(), "state")
+	agCfg.WebRTCListen = "127.0.0.1:0"
+	agCfg.NVR = &agent.NVRConfig{
+		URL:      fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}01", sim.Addr()),
+		SubURL:   fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}02", sim.Addr()),
+		Channels: 4,
+	}
+	ag, err := agent.New(agCfg, log.With("side", "agent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agDone := make(chan struct{})
+	go func() { defer close(agDone); _ = ag.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-agDone
+		<-rvDone
+	})
+	waitFor(t, 10*time.Second, "agent online", func() bool { return rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
+		t.Fatal(err)
+	}
+	return &system{sim: sim, rv: rv, agent: ag, dataDir: dataDir}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
