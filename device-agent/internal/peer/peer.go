@@ -149,9 +149,12 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	if err := offer.Unmarshal([]byte(req.SDP)); err != nil {
 		return nil, fmt.Errorf("%w: the offer is not valid SDP: %w", proto.ErrBadMessage, err)
 	}
-	fmtp, err := chooseH264(offer, info.SPS)
+	fmtp, note, err := chooseH264(offer, info.SPS)
 	if err != nil {
 		return nil, err
+	}
+	if note != "" {
+		m.log.Debug("h264 profile", "note", note)
 	}
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
@@ -466,14 +469,21 @@ func (s *Session) write(sub *fanout.Sub) {
 
 // chooseH264 picks the fmtp line for the answer: the camera's real profile
 // (from its SPS) with the constraint flags of the closest profile the viewer
-// offers, and the camera's level. Browsers list a fixed set of profiles; a
+// offers, and the camera's level. Browsers list a fixed set of profiles and a
 // camera's SPS often sets constraint flags none of them lists exactly.
-func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, error) {
+//
+// When the viewer does not list the camera's profile at all (Chromium builds
+// without High in their WebRTC list are common), the answer names the
+// viewer's Main (or else Constrained Baseline) profile instead: the software
+// decoders behind those lists decode High streams without B-frames, which is
+// what go2rtc and mediamtx rely on too. The second result says so, for the log.
+func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, string, error) {
 	if len(sps) < 4 {
-		return "", fmt.Errorf("%w: the camera sent no H.264 parameter sets", ErrCodec)
+		return "", "", fmt.Errorf("%w: the camera sent no H.264 parameter sets", ErrCodec)
 	}
 	profile, constraints, level := sps[1], sps[2], sps[3]
 	best, bestScore := "", -1
+	fallback, fallbackScore := "", -1
 	var offered []string
 	for _, md := range offer.MediaDescriptions {
 		if md.MediaName.Media != "video" {
@@ -494,7 +504,17 @@ func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, error) {
 				continue
 			}
 			var p, c byte
-			if _, err := fmt.Sscanf(plid[:4], "%02x%02x", &p, &c); err != nil || p != profile {
+			if _, err := fmt.Sscanf(plid[:4], "%02x%02x", &p, &c); err != nil {
+				continue
+			}
+			if p != profile {
+				score := map[byte]int{77: 3, 66: 1}[p]
+				if p == 66 && c&0x40 != 0 {
+					score = 2 // constrained baseline
+				}
+				if score > fallbackScore {
+					fallback, fallbackScore = plid, score
+				}
 				continue
 			}
 			score := 1
@@ -508,11 +528,17 @@ func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, error) {
 			}
 		}
 	}
-	if best == "" {
-		return "", fmt.Errorf("%w: the camera sends H.264 profile %s; the viewer offers %s",
-			ErrCodec, profileName(profile), strings.Join(offered, ", "))
+	const prefix = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id="
+	switch {
+	case best != "":
+		return prefix + best, "", nil
+	case fallback != "" && fallbackScore > 0 && profile >= 66:
+		note := fmt.Sprintf("the viewer does not list H.264 %s; answering with its %s and sending the camera's stream as it is",
+			profileName(profile), fallback)
+		return prefix + fallback, note, nil
 	}
-	return "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + best, nil
+	return "", "", fmt.Errorf("%w: the camera sends H.264 profile %s; the viewer offers %s",
+		ErrCodec, profileName(profile), strings.Join(offered, ", "))
 }
 
 func parseUint8(s string) uint8 {

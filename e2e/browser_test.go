@@ -1,0 +1,166 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromium starts headless Debian Chromium with the flags this machine needs
+// and a fresh profile, and returns a tab context.
+func chromium(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is not installed: run make deps")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// The first Run starts the browser: no timeout on it.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2))); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+// do runs steps with a deadline.
+func do(t *testing.T, ctx context.Context, d time.Duration, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if err := chromedp.Do(tctx, steps...); err != nil {
+		// Leave evidence: what the page shows and what its sessions saw.
+		name := "failed-" + strings.ReplaceAll(what, " ", "-")
+		screenshot(t, ctx, name)
+		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		state, _ := chromedp.Run(dctx, chromedp.Evaluate[string](`location.hash + ' ' + JSON.stringify(window.peercam && window.peercam.sessions()) + ' ' + document.body.innerText`))
+		t.Fatalf("%s: %v\npage: %s", what, err, state)
+	}
+}
+
+// screenshot saves a PNG under e2e/artifacts for people to look at.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(tctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	dir := "artifacts"
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name+".png")
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: e2e/%s", p)
+}
+
+type liveStats struct {
+	Camera        string   `json:"camera"`
+	Stream        string   `json:"stream"`
+	FirstFrameMs  *float64 `json:"firstFrameMs"`
+	FramesDecoded int      `json:"framesDecoded"`
+	Width         int      `json:"width"`
+	Height        int      `json:"height"`
+	Path          string   `json:"path"`
+}
+
+func sessionStats(t *testing.T, ctx context.Context) []liveStats {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	raw, err := chromedp.Run(tctx, chromedp.Evaluate[string](`JSON.stringify(window.peercam.sessions())`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []liveStats
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestBrowserLiveView(t *testing.T) {
+	sys := startSystem(t)
+	ctx := chromium(t)
+
+	do(t, ctx, 20*time.Second, "sign in",
+		chromedp.Navigate(sys.rv.URL()),
+		chromedp.WaitVisible(`input[name=name]`),
+		chromedp.SendKeys(`input[name=name]`, ownerName),
+		chromedp.SendKeys(`input[name=password]`, ownerPass),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`a.device`),
+	)
+	screenshot(t, ctx, "devices")
+
+	// The grid plays all four channels' sub streams.
+	do(t, ctx, 30*time.Second, "grid of four live tiles",
+		chromedp.Click(`a.device`),
+		waitJS(`document.querySelectorAll('.tile video').length === 4 &&
+			[...document.querySelectorAll('.tile video')].every(v => v.videoWidth === 640 && v.currentTime > 0.5)`),
+	)
+	screenshot(t, ctx, "grid")
+
+	// Tap channel 1: full-screen main stream.
+	do(t, ctx, 30*time.Second, "live view of channel 1",
+		chromedp.Click(`.tile`),
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 25 && s.width > 0; })()`),
+	)
+	st := sessionStats(t, ctx)
+	if len(st) != 1 {
+		t.Fatalf("%d sessions in the live view, want 1", len(st))
+	}
+	s := st[0]
+	t.Logf("channel 1 live: %d frames decoded, %dx%d, %s path, first frame %.0f ms after tap",
+		s.FramesDecoded, s.Width, s.Height, s.Path, deref(s.FirstFrameMs))
+	if s.Camera != "1" || s.Stream != "main" {
+		t.Fatalf("session for camera %s/%s, want 1/main", s.Camera, s.Stream)
+	}
+	if s.Width != 1280 || s.Height != 720 {
+		t.Fatalf("decoded %dx%d, want the main stream's 1280x720", s.Width, s.Height)
+	}
+	if s.Path != "direct" {
+		t.Fatalf("path %q, want direct", s.Path)
+	}
+	do(t, ctx, 5*time.Second, "status line", waitJS(`document.querySelector('.status').textContent.includes('1280×720')`))
+	screenshot(t, ctx, "live-channel-1")
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+// waitJS waits until a JavaScript expression is truthy.
+func waitJS(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
+		return err
+	})
+}

@@ -1,0 +1,266 @@
+// PeerCam viewer: login, devices, claim, camera grid, live view.
+// Routes live in the fragment (#/d/DEVICE, #/d/DEVICE/c/CAMERA) so the server
+// only ever serves this one page.
+import { LiveSession, advice } from './live.js';
+
+const $view = document.getElementById('view');
+const $title = document.getElementById('title');
+const $back = document.getElementById('back');
+const $logout = document.getElementById('logout');
+let sessions = []; // live sessions of the current view
+let me = null;
+
+// Tests and curious people can read what the current live view sees.
+window.peercam = { sessions: () => sessions.map((s) => ({ camera: s.o.camera, stream: s.o.stream, ...s.stats })) };
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else if (k === 'class') el.className = v;
+    else if (v === true) el.setAttribute(k, '');
+    else if (v !== false && v != null) el.setAttribute(k, v);
+  }
+  for (const c of children.flat()) if (c != null) el.append(c.nodeType ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+async function api(method, path, body) {
+  const res = await fetch(path, {
+    method,
+    headers: { 'Content-Type': 'application/json', 'X-PeerCam-CSRF': '1' },
+    body: body ? JSON.stringify(body) : undefined,
+    credentials: 'same-origin',
+  });
+  let data = null;
+  try { data = await res.json(); } catch { /* empty body */ }
+  if (!res.ok) {
+    const err = new Error((data && data.message) || `HTTP ${res.status}`);
+    err.status = res.status;
+    err.code = data && data.error;
+    const retry = res.headers.get('Retry-After');
+    if (retry) err.message += ` (retry in ${retry} s)`;
+    throw err;
+  }
+  return data;
+}
+
+function stopSessions() {
+  sessions.forEach((s) => s.stop());
+  sessions = [];
+}
+
+function setChrome(title, backTo) {
+  $title.textContent = title;
+  $back.hidden = !backTo;
+  $back.onclick = () => { location.hash = backTo; };
+  $logout.hidden = !me;
+  document.title = title === 'PeerCam' ? 'PeerCam' : `${title} · PeerCam`;
+}
+
+function params() {
+  return new URLSearchParams(location.hash.slice(1).replace(/^\/?/, ''));
+}
+
+async function route() {
+  stopSessions();
+  $view.replaceChildren();
+  const hash = location.hash;
+  const p = params();
+  if (p.has('setup')) return viewSetup(p.get('setup'));
+  try {
+    me = await api('GET', '/api/me');
+  } catch {
+    me = null;
+  }
+  if (!me) return viewLogin(p.get('claim'));
+  let m;
+  if ((m = hash.match(/^#\/d\/([^/]+)\/c\/([^/]+)$/))) return viewLive(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
+  if ((m = hash.match(/^#\/d\/([^/]+)$/))) return viewDevice(decodeURIComponent(m[1]));
+  return viewDevices(p.get('claim'));
+}
+
+function errorBox(msg) {
+  return h('p', { class: 'notice', role: 'alert' }, msg);
+}
+
+function viewLogin(claim) {
+  setChrome('PeerCam');
+  const err = h('div');
+  const form = h('form', { class: 'card narrow', onsubmit: async (ev) => {
+    ev.preventDefault();
+    const btn = form.querySelector('button');
+    btn.disabled = true;
+    err.replaceChildren();
+    try {
+      await api('POST', '/api/login', { name: form.name.value, password: form.password.value });
+      location.hash = claim ? `#claim=${encodeURIComponent(claim)}` : '#/';
+      route();
+    } catch (e) {
+      err.append(errorBox(e.message));
+      btn.disabled = false;
+    }
+  } },
+  h('h2', {}, 'Sign in'),
+  claim ? h('p', { class: 'notice info' }, 'Sign in to add the device with code ', h('b', {}, claim), '.') : null,
+  h('label', {}, 'User name', h('input', { name: 'name', autocomplete: 'username', required: true, autocapitalize: 'off' })),
+  h('label', {}, 'Password', h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+  err,
+  h('button', { class: 'primary', type: 'submit' }, 'Sign in'));
+  $view.append(form);
+}
+
+function viewSetup(token) {
+  setChrome('Create the owner account');
+  const err = h('div');
+  const form = h('form', { class: 'card narrow', onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    try {
+      await api('POST', '/api/setup', { token, name: form.name.value, password: form.password.value });
+      location.hash = '#/';
+    } catch (e) {
+      err.append(errorBox(e.message));
+    }
+  } },
+  h('h2', {}, 'Welcome to PeerCam'),
+  h('p', { class: 'muted' }, 'This one-time link creates the first owner of this server.'),
+  h('label', {}, 'User name', h('input', { name: 'name', autocomplete: 'username', required: true, autocapitalize: 'off' })),
+  h('label', {}, 'Password (8 characters or more)', h('input', { name: 'password', type: 'password', autocomplete: 'new-password', minlength: 8, required: true })),
+  err,
+  h('button', { class: 'primary', type: 'submit' }, 'Create account'));
+  $view.append(form);
+}
+
+function ago(iso) {
+  const s = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (s < 90) return 'just now';
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 129600) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+async function viewDevices(claim) {
+  setChrome('Your devices');
+  let devices;
+  try {
+    devices = await api('GET', '/api/devices');
+  } catch (e) {
+    $view.append(errorBox(`Could not load your devices: ${e.message}`));
+    return;
+  }
+  const list = h('div', { class: 'devices' });
+  if (devices.length === 0) list.append(h('p', { class: 'notice info' }, 'No devices yet. Start the PeerCam agent on your recorder; it prints a claim code to enter below.'));
+  for (const d of devices) {
+    list.append(h('a', { class: 'card device', href: `#/d/${encodeURIComponent(d.id)}` },
+      h('span', { class: d.online ? 'dot on' : 'dot', title: d.online ? 'online' : 'offline' }),
+      h('span', {}, h('div', { class: 'name' }, d.name),
+        h('div', { class: 'muted' }, `${d.cameras.length} camera${d.cameras.length === 1 ? '' : 's'} · `,
+          d.online ? 'online' : `offline, last seen ${ago(d.last_seen)}`))));
+  }
+  const err = h('div');
+  const form = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    try {
+      const d = await api('POST', '/api/devices/claim', { code: form.code.value, name: form.dname.value });
+      location.hash = `#/d/${encodeURIComponent(d.id)}`;
+    } catch (e) {
+      err.append(errorBox(e.message));
+    }
+  } },
+  h('label', {}, 'Claim code shown by the agent', h('input', { name: 'code', required: true, autocapitalize: 'characters', autocomplete: 'off', placeholder: 'ABCD-EFGH-JKLM', value: claim || '' })),
+  h('label', {}, 'Name (optional)', h('input', { name: 'dname', placeholder: 'Shop NVR' })),
+  err,
+  h('button', { class: 'primary', type: 'submit' }, 'Add device'));
+  $view.append(list, h('h2', { class: 'section' }, 'Add a device'), form);
+}
+
+async function viewDevice(id) {
+  let devices;
+  try {
+    devices = await api('GET', '/api/devices');
+  } catch (e) {
+    $view.append(errorBox(e.message));
+    return;
+  }
+  const d = devices.find((x) => x.id === id);
+  if (!d) {
+    setChrome('Not found', '#/');
+    $view.append(errorBox('This device is not on your account.'));
+    return;
+  }
+  setChrome(d.name, '#/');
+  if (!d.online) {
+    const [t, hint] = advice.device_offline;
+    $view.append(h('div', { class: 'notice', role: 'alert' }, h('b', {}, t), h('br'), hint, h('br'), h('span', { class: 'muted' }, `Last seen ${ago(d.last_seen)}.`)));
+    return;
+  }
+  const grid = h('div', { class: 'grid' });
+  for (const c of d.cameras) {
+    const video = h('video', { muted: true, playsinline: true, autoplay: true });
+    video.muted = true;
+    const state = h('span', { class: 'state' }, 'connecting…');
+    const tile = h('button', { class: 'tile', 'aria-label': `Open ${c.name}`, onclick: () => { location.hash = `#/d/${encodeURIComponent(id)}/c/${encodeURIComponent(c.id)}`; } },
+      video, h('span', { class: 'label' }, c.name), state);
+    grid.append(tile);
+    const s = new LiveSession({ device: id, camera: c.id, stream: c.has_sub ? 'sub' : 'main', video,
+      onStatus: () => { state.textContent = ''; },
+      onPlaying: () => { state.textContent = ''; },
+      onError: (code, title) => { state.textContent = title; state.className = 'state err'; } });
+    sessions.push(s);
+    s.start();
+  }
+  $view.append(grid);
+}
+
+function viewLive(deviceId, cameraId) {
+  setChrome('Live', `#/d/${encodeURIComponent(deviceId)}`);
+  const video = h('video', { muted: true, playsinline: true, autoplay: true });
+  video.muted = true;
+  const status = h('span', { class: 'status', role: 'status' }, 'Connecting…');
+  const overlay = h('div', { class: 'overlay' }, h('div', { class: 'spinner' }), 'Connecting to the recorder…');
+  const unmute = h('button', { onclick: () => {
+    video.muted = !video.muted;
+    unmute.textContent = video.muted ? 'Unmute' : 'Mute';
+    video.play().catch(() => {});
+  } }, 'Unmute');
+  const name = h('h2', {}, `Camera ${cameraId}`);
+  const page = h('div', { class: 'live' },
+    h('div', { class: 'top' }, h('button', { class: 'icon', 'aria-label': 'Back', onclick: () => { location.hash = `#/d/${encodeURIComponent(deviceId)}`; } }, '←'), name),
+    video, overlay,
+    h('div', { class: 'bottom' }, status, unmute));
+  $view.append(page);
+  api('GET', '/api/devices').then((ds) => {
+    const d = ds.find((x) => x.id === deviceId);
+    const c = d && d.cameras.find((x) => x.id === cameraId);
+    if (c) { name.textContent = `${c.name} · ${d.name}`; document.title = `${c.name} · PeerCam`; }
+  }).catch(() => {});
+  const start = () => {
+    const s = new LiveSession({ device: deviceId, camera: cameraId, stream: 'main', video,
+      onStatus: (text, path) => {
+        status.replaceChildren(path ? h('span', { class: `path-${path}` }, '● ') : '', text);
+      },
+      onPlaying: () => overlay.remove(),
+      onError: (code, title, hint) => {
+        overlay.className = 'overlay err';
+        overlay.replaceChildren(h('h3', {}, title), h('p', {}, hint),
+          h('button', { class: 'primary', onclick: () => { overlay.className = 'overlay'; overlay.replaceChildren(h('div', { class: 'spinner' }), 'Connecting to the recorder…'); sessions = []; start(); } }, 'Retry'));
+        if (!overlay.isConnected) page.append(overlay);
+        status.textContent = title;
+      } });
+    sessions = [s];
+    s.start();
+  };
+  start();
+}
+
+$logout.onclick = async () => {
+  await api('POST', '/api/logout').catch(() => {});
+  me = null;
+  location.hash = '#/';
+  route();
+};
+window.addEventListener('hashchange', route);
+window.addEventListener('pagehide', stopSessions);
+route();

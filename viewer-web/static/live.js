@@ -1,0 +1,174 @@
+// One live session with one camera: signaling over the viewer WebSocket
+// (see proto/doc.go), a recvonly RTCPeerConnection, and a status read from
+// getStats every second.
+
+const V = 1;
+
+// What a person should read for each wire error code, and what to try.
+export const advice = {
+  device_offline: ['The recorder is offline', 'Check that it has power and internet. It reconnects by itself within a minute.'],
+  camera_unreachable: ['The recorder cannot reach this camera', 'Check that the camera is powered and connected to the recorder, and its RTSP address and password in the agent config.'],
+  codec_unsupported: ['This browser cannot play the camera’s video', 'Try the sub stream, or set the camera to H.264 without B-frames.'],
+  unauthorized: ['Session refused', 'Sign in again, or ask the owner for a new link.'],
+  forbidden: ['Session refused', 'Your access does not include this camera.'],
+  not_found: ['Camera not found', 'It may have been removed from the recorder.'],
+  rate_limited: ['Too many viewers', 'The recorder is at its viewer limit. Try again in a minute.'],
+  timeout: ['The recorder did not answer', 'It may be busy or on a slow link. Try again.'],
+  connection_failed: ['Could not connect to the recorder', 'The networks on both ends block a direct connection. Try Wi-Fi instead of mobile data, or the other way round; the server operator can add a TURN relay for such networks.'],
+  ended: ['The session ended', 'Tap retry to watch again.'],
+  network: ['Lost the connection to the server', 'Check your internet connection and retry.'],
+};
+
+function wsURL(path) {
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${proto}//${location.host}${path}`;
+}
+
+export class LiveSession {
+  // opts: {device, camera, stream, token, video, onStatus(text, path), onError(code, message), onPlaying()}
+  constructor(opts) {
+    this.o = opts;
+    this.pending = [];
+    this.closed = false;
+    this.stats = { firstFrameMs: null, started: performance.now(), framesDecoded: 0, width: 0, height: 0, path: '', rtt: null, kbps: 0 };
+  }
+
+  start() {
+    const ws = new WebSocket(wsURL('/ws/viewer'));
+    this.ws = ws;
+    this.status('Connecting…');
+    ws.onopen = () => this.send({ type: 'open', device: this.o.device, camera: this.o.camera, stream: this.o.stream || 'main', ...(this.o.token ? { token: this.o.token } : {}) });
+    ws.onmessage = (ev) => this.onMessage(JSON.parse(ev.data));
+    ws.onclose = () => {
+      // Signaling may end once media flows; only an early close is an error.
+      if (!this.closed && !this.connected) this.fail('network');
+    };
+    this.watchFirstFrame();
+  }
+
+  send(m) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ v: V, ...m }));
+  }
+
+  status(text, path) {
+    if (this.o.onStatus) this.o.onStatus(text, path);
+  }
+
+  fail(code, message) {
+    if (this.closed) return;
+    const [title, hint] = advice[code] || ['Something went wrong', ''];
+    this.stop(false);
+    if (this.o.onError) this.o.onError(code, title, message && code !== 'connection_failed' ? message : hint);
+  }
+
+  async onMessage(m) {
+    try {
+      switch (m.type) {
+        case 'session': return await this.negotiate(m);
+        case 'answer': {
+          await this.pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
+          for (const c of this.pending) await this.pc.addIceCandidate(c);
+          this.pending = [];
+          return;
+        }
+        case 'candidate': {
+          const c = m.candidate ? { candidate: m.candidate, sdpMid: m.sdp_mid, sdpMLineIndex: m.sdp_mline_index } : null;
+          if (!c) return;
+          if (this.pc && this.pc.remoteDescription) await this.pc.addIceCandidate(c);
+          else this.pending.push(c);
+          return;
+        }
+        case 'bye': return this.fail('ended', m.reason);
+        case 'error': return this.fail(m.code, m.message);
+      }
+    } catch (e) {
+      this.fail('internal', String(e));
+    }
+  }
+
+  async negotiate(m) {
+    this.session = m.session;
+    const pc = new RTCPeerConnection({ iceServers: m.ice_servers || [] });
+    this.pc = pc;
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.ontrack = (ev) => {
+      const v = this.o.video;
+      if (!v.srcObject) v.srcObject = new MediaStream();
+      v.srcObject.addTrack(ev.track);
+      v.play().catch(() => {});
+    };
+    pc.onicecandidate = (ev) => {
+      const c = ev.candidate;
+      this.send(c ? { type: 'candidate', session: this.session, candidate: c.candidate, sdp_mid: c.sdpMid, sdp_mline_index: c.sdpMLineIndex }
+        : { type: 'candidate', session: this.session, candidate: '' });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') {
+        this.connected = true;
+        this.status('Connected');
+        this.pollStats();
+      } else if (pc.connectionState === 'failed') {
+        this.fail('connection_failed');
+      }
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    this.send({ type: 'offer', session: this.session, sdp: pc.localDescription.sdp });
+  }
+
+  watchFirstFrame() {
+    const v = this.o.video;
+    const mark = () => {
+      if (this.stats.firstFrameMs === null) {
+        this.stats.firstFrameMs = performance.now() - this.stats.started;
+        if (this.o.onPlaying) this.o.onPlaying();
+      }
+    };
+    if ('requestVideoFrameCallback' in v) v.requestVideoFrameCallback(mark);
+    else v.addEventListener('playing', mark, { once: true });
+  }
+
+  async pollStats() {
+    let lastBytes = 0, lastTime = 0;
+    while (!this.closed && this.pc) {
+      const report = await this.pc.getStats();
+      let pair = null;
+      const byId = new Map();
+      report.forEach((s) => byId.set(s.id, s));
+      report.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          const now = s.timestamp;
+          if (lastTime) this.stats.kbps = Math.round(((s.bytesReceived - lastBytes) * 8) / (now - lastTime));
+          lastBytes = s.bytesReceived; lastTime = now;
+          this.stats.framesDecoded = s.framesDecoded || 0;
+          this.stats.width = s.frameWidth || 0;
+          this.stats.height = s.frameHeight || 0;
+        }
+        if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
+      });
+      if (!pair) report.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s; });
+      if (pair) {
+        const l = byId.get(pair.localCandidateId), r = byId.get(pair.remoteCandidateId);
+        const relayed = (l && l.candidateType === 'relay') || (r && r.candidateType === 'relay');
+        this.stats.path = relayed ? 'relayed' : 'direct';
+        this.stats.rtt = pair.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : null;
+      }
+      const parts = [this.stats.path === 'relayed' ? 'Relayed' : 'Direct'];
+      if (this.stats.width) parts.push(`${this.stats.width}×${this.stats.height}`);
+      parts.push(`${this.stats.kbps} kbit/s`);
+      if (this.stats.rtt !== null) parts.push(`RTT ${this.stats.rtt} ms`);
+      this.status(parts.join(' · '), this.stats.path);
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+
+  stop(sayBye = true) {
+    if (this.closed) return;
+    this.closed = true;
+    if (sayBye && this.session) this.send({ type: 'bye', session: this.session, reason: 'viewer closed' });
+    if (this.pc) this.pc.close();
+    if (this.ws) this.ws.close();
+    const v = this.o.video;
+    if (v && v.srcObject) { v.srcObject.getTracks().forEach((t) => t.stop()); }
+  }
+}
