@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# make demo: a simulated 4-channel NVR, a rendezvous and a device agent on this
+# machine, with a demo owner who has claimed the agent. Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+HOST="${PEERCAM_DEMO_HOST:-127.0.0.1}"   # 0.0.0.0 to watch from a phone on the LAN
+HTTP_PORT="${PEERCAM_DEMO_HTTP_PORT:-8080}"
+RTSP_PORT="${PEERCAM_DEMO_RTSP_PORT:-8554}"
+USER_NAME=demo
+PASSWORD=peercam-demo
+DATA=demo-data
+mkdir -p "$DATA"
+PUBLIC_HOST="$HOST"
+if [ "$HOST" = "0.0.0.0" ]; then
+  PUBLIC_HOST="$(hostname -I 2>/dev/null | awk '{print $1}')"
+  PUBLIC_HOST="${PUBLIC_HOST:-127.0.0.1}"
+fi
+URL="http://$PUBLIC_HOST:$HTTP_PORT"
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  echo
+  echo "stopping…"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+./bin/firmware-sim -listen "127.0.0.1:$RTSP_PORT" -channels 4 2>"$DATA/firmware-sim.log" &
+pids+=($!)
+
+./bin/rendezvous user add "$USER_NAME" -data "$DATA/rendezvous" -password "$PASSWORD" >/dev/null 2>&1 || true
+./bin/rendezvous -data "$DATA/rendezvous" -http "$HOST:$HTTP_PORT" -stun "$HOST:3478" \
+  -public-url "$URL" -stun-url "stun:$PUBLIC_HOST:3478" 2>"$DATA/rendezvous.log" &
+pids+=($!)
+for _ in $(seq 1 50); do
+  (exec 3<>"/dev/tcp/$PUBLIC_HOST/$HTTP_PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+cat >"$DATA/agent.yaml" <<YAML
+rendezvous: $URL
+state_dir: $DATA/agent-state
+webrtc_listen: $HOST:8189
+nvr:
+  url: rtsp://admin:admin@127.0.0.1:$RTSP_PORT/Streaming/Channels/{channel}01
+  sub_url: rtsp://admin:admin@127.0.0.1:$RTSP_PORT/Streaming/Channels/{channel}02
+  channels: 4
+  always_on: true
+YAML
+ID="$(./bin/device-agent -config "$DATA/agent.yaml" -print-id)"
+./bin/device-agent -config "$DATA/agent.yaml" 2>"$DATA/device-agent.log" &
+pids+=($!)
+
+# Claim the agent for the demo owner once it has registered.
+for _ in $(seq 1 50); do
+  if ./bin/rendezvous device claim -data "$DATA/rendezvous" -user "$USER_NAME" -name "Demo NVR" "$ID" >/dev/null 2>&1; then break; fi
+  if ./bin/rendezvous device list -data "$DATA/rendezvous" 2>/dev/null | grep -q "$ID.*$USER_NAME"; then break; fi
+  sleep 0.2
+done
+
+cat <<MSG
+
+  PeerCam demo is running.
+
+    open      $URL
+    user      $USER_NAME
+    password  $PASSWORD
+
+  Logs are in $DATA/. Ctrl-C stops everything.
+  (PEERCAM_DEMO_HOST=0.0.0.0 make demo serves phones on your LAN.)
+
+MSG
+wait -n "${pids[@]}" || true
