@@ -6,8 +6,9 @@
 //
 // Signaling runs over WebSocket (RFC 6455), one JSON object per text frame.
 // Devices connect to /ws/device, viewers to /ws/viewer on the rendezvous. A frame
-// larger than [MaxMessageSize] bytes is refused with [CodeTooLarge] and the
-// connection is closed. Every message is an envelope:
+// larger than [MaxMessageSize] bytes ends the connection with WebSocket close
+// code 1009 (message too big, RFC 6455 section 7.4.1). Every message is an
+// envelope:
 //
 //	{"v":1,"type":"offer", ...fields of that type...}
 //
@@ -64,7 +65,7 @@
 //	bad_message         malformed JSON, wrong field type, missing required field
 //	unknown_type        a type this version does not define
 //	unsupported_version "v" is not a version this peer speaks
-//	too_large           frame over MaxMessageSize; the connection is closed
+//	too_large           message over MaxMessageSize (Decode; on a socket: close 1009)
 //	unauthorized        no or invalid credentials / token
 //	forbidden           valid credentials, but not for this device or camera
 //	auth_failed         device signature did not verify

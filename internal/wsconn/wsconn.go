@@ -101,13 +101,11 @@ func (c *Conn) SendError(session string, code proto.Code, msg string) {
 
 // Read returns the next message. A frame that does not decode is answered with
 // an error message and reported as a *DecodeError, after which reading may go
-// on; an oversize frame or a transport error ends the conn.
+// on; an oversize frame (gorilla closes it with code 1009) or a transport
+// error ends the conn.
 func (c *Conn) Read() (proto.Message, error) {
 	typ, b, err := c.ws.ReadMessage()
 	if err != nil {
-		if errors.Is(err, websocket.ErrReadLimit) {
-			c.SendError("", proto.CodeTooLarge, fmt.Sprintf("frame larger than %d bytes", proto.MaxMessageSize))
-		}
 		c.Close(err)
 		return nil, err
 	}
