@@ -30,7 +30,8 @@ lint:
 	$(GO) vet ./...
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./e2e
 
 # What tests need on a fresh Debian machine; a no-op when all is present.
 deps:

@@ -15,7 +15,7 @@ import (
 
 // chromium starts headless Debian Chromium with the flags this machine needs
 // and a fresh profile, and returns a tab context.
-func chromium(t *testing.T) context.Context {
+func chromium(t testing.TB) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
@@ -43,7 +43,7 @@ func chromium(t *testing.T) context.Context {
 }
 
 // do runs steps with a deadline.
-func do(t *testing.T, ctx context.Context, d time.Duration, what string, steps ...chromedp.Action[chromedp.Void]) {
+func do(t testing.TB, ctx context.Context, d time.Duration, what string, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	tctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
@@ -59,7 +59,7 @@ func do(t *testing.T, ctx context.Context, d time.Duration, what string, steps .
 }
 
 // screenshot saves a PNG under e2e/artifacts for people to look at.
-func screenshot(t *testing.T, ctx context.Context, name string) {
+func screenshot(t testing.TB, ctx context.Context, name string) {
 	t.Helper()
 	tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -88,7 +88,7 @@ type liveStats struct {
 	Path          string   `json:"path"`
 }
 
-func sessionStats(t *testing.T, ctx context.Context) []liveStats {
+func sessionStats(t testing.TB, ctx context.Context) []liveStats {
 	t.Helper()
 	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

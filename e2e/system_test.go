@@ -29,14 +29,14 @@ type system struct {
 	dataDir string
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	if os.Getenv("PEERCAM_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startSystem(t *testing.T) *system {
+func startSystem(t testing.TB) *system {
 	t.Helper()
 	log := testLogger(t)
 	simCfg := nvr.DefaultConfig()
@@ -93,7 +93,7 @@ func startSystem(t *testing.T) *system {
 	return &system{sim: sim, rv: rv, agent: ag, dataDir: dataDir}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !ok() {
@@ -103,4 +103,3 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-

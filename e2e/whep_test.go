@@ -24,7 +24,7 @@ type whepResult struct {
 }
 
 // newLoopbackPC makes a pion peer connection that gathers on 127.0.0.1 only.
-func newLoopbackPC(t *testing.T) *webrtc.PeerConnection {
+func newLoopbackPC(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
@@ -43,7 +43,7 @@ func newLoopbackPC(t *testing.T) *webrtc.PeerConnection {
 
 // whepPost sends a complete offer and returns the HTTP status, the Location
 // and the answer or error text.
-func whepPost(t *testing.T, url, token string, pc *webrtc.PeerConnection) (int, string, string) {
+func whepPost(t testing.TB, url, token string, pc *webrtc.PeerConnection) (int, string, string) {
 	t.Helper()
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -69,7 +69,7 @@ func whepPost(t *testing.T, url, token string, pc *webrtc.PeerConnection) (int, 
 }
 
 // watchWHEP plays a camera through WHEP until it has seen want frames.
-func watchWHEP(t *testing.T, base, token string, want int) whepResult {
+func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 	t.Helper()
 	pc := newLoopbackPC(t)
 	defer pc.Close()

@@ -466,7 +466,6 @@ func (s *Session) write(sub *fanout.Sub) {
 	}
 }
 
-
 // chooseH264 picks the fmtp line for the answer: the camera's real profile
 // (from its SPS) with the constraint flags of the closest profile the viewer
 // offers, and the camera's level. Browsers list a fixed set of profiles and a

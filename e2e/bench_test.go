@@ -1,0 +1,84 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/peercam/peercam/rendezvous/server"
+)
+
+// Time to first frame on a warm stream (the camera is already being pulled),
+// with the simulator's camera-like 4 s keyframe interval. Reported as
+// percentiles over b.N views; run with make bench (-benchtime=20x).
+
+func reportPercentiles(b *testing.B, ms []float64, unit string) {
+	sort.Float64s(ms)
+	pick := func(p float64) float64 { return ms[min(len(ms)-1, int(p*float64(len(ms))))] }
+	b.ReportMetric(pick(0.50), unit+"-p50")
+	b.ReportMetric(pick(0.95), unit+"-p95")
+	b.ReportMetric(0, "ns/op")
+}
+
+func BenchmarkFirstFrameWarmChromium(b *testing.B) {
+	sys := startSystem(b)
+	ctx := chromium(b)
+	do(b, ctx, 20*time.Second, "sign in",
+		chromedp.Navigate(sys.rv.URL()),
+		chromedp.WaitVisible(`input[name=name]`),
+		chromedp.SendKeys(`input[name=name]`, ownerName),
+		chromedp.SendKeys(`input[name=password]`, ownerPass),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`a.device`),
+	)
+	live := fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, sys.agent.ID())
+	view := func() float64 {
+		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if _, err := chromedp.Run(tctx, chromedp.Evaluate[any](`location.hash = '#/'`)); err != nil {
+			b.Fatal(err)
+		}
+		if err := chromedp.Do(tctx, waitJS(`window.peercam.sessions().length === 0`)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := chromedp.Run(tctx, chromedp.Evaluate[any](live)); err != nil {
+			b.Fatal(err)
+		}
+		ms, err := chromedp.Run(tctx, chromedp.Poll[float64](`(() => { const s = window.peercam.sessions()[0]; return s && s.firstFrameMs; })()`,
+			chromedp.WithPollingInterval(10*time.Millisecond)))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return ms
+	}
+	view() // warms the stream: the camera pull stays open for the linger
+	var samples []float64
+	b.ResetTimer()
+	for b.Loop() {
+		samples = append(samples, view())
+	}
+	b.StopTimer()
+	reportPercentiles(b, samples, "ms-first-frame")
+}
+
+func BenchmarkFirstFrameWarmWHEP(b *testing.B) {
+	sys := startSystem(b)
+	token, err := server.MintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	url := fmt.Sprintf("%s/whep/%s/1", sys.rv.URL(), sys.agent.ID())
+	watchWHEP(b, url, token, 1)
+	var samples []float64
+	b.ResetTimer()
+	for b.Loop() {
+		res := watchWHEP(b, url, token, 1)
+		samples = append(samples, float64(res.firstFrame.Microseconds())/1000)
+	}
+	b.StopTimer()
+	reportPercentiles(b, samples, "ms-first-frame")
+}
