@@ -117,11 +117,14 @@ func TestBrowserLiveView(t *testing.T) {
 	)
 	screenshot(t, ctx, "devices")
 
-	// The grid plays all four channels' sub streams.
-	do(t, ctx, 30*time.Second, "grid of four live tiles",
+	// The grid plays all four channels' sub streams; the fifth camera, whose
+	// password is wrong, says so in its tile.
+	do(t, ctx, 30*time.Second, "grid of live tiles",
 		chromedp.Click(`a.device`),
-		waitJS(`document.querySelectorAll('.tile video').length === 4 &&
-			[...document.querySelectorAll('.tile video')].every(v => v.videoWidth === 640 && v.currentTime > 0.5)`),
+		waitJS(`(() => { const v = [...document.querySelectorAll('.tile video')];
+			return v.length === 5 && v.slice(0, 4).every(v => v.videoWidth === 640 && v.currentTime > 0.5); })()`),
+		waitJS(`document.querySelectorAll('.tile .state.err').length === 1 &&
+			document.querySelectorAll('.tile')[4].textContent.includes('cannot reach this camera')`),
 	)
 	screenshot(t, ctx, "grid")
 
@@ -148,6 +151,20 @@ func TestBrowserLiveView(t *testing.T) {
 	}
 	do(t, ctx, 5*time.Second, "status line", waitJS(`document.querySelector('.status').textContent.includes('1280×720')`))
 	screenshot(t, ctx, "live-channel-1")
+
+	// Error pages: a camera the recorder cannot reach, then the recorder gone.
+	do(t, ctx, 20*time.Second, "camera unreachable page",
+		evalJS(`location.hash = '#/d/`+sys.agent.ID()+`/c/gate'`),
+		waitJS(`document.querySelector('.overlay.err') !== null &&
+			document.querySelector('.overlay.err').textContent.includes('user name or password')`),
+	)
+	screenshot(t, ctx, "error-camera-unreachable")
+	sys.stopAgent()
+	do(t, ctx, 20*time.Second, "device offline page",
+		evalJS(`location.hash = '#/d/`+sys.agent.ID()+`'`),
+		waitJS(`document.body.textContent.includes('The recorder is offline')`),
+	)
+	screenshot(t, ctx, "error-device-offline")
 }
 
 func deref(p *float64) float64 {
@@ -161,6 +178,14 @@ func deref(p *float64) float64 {
 func waitJS(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
 		_, err := chromedp.Poll[bool](expr, chromedp.WithPollingInterval(50*time.Millisecond))(ctx, t)
+		return err
+	})
+}
+
+// evalJS runs a JavaScript statement.
+func evalJS(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[any](expr)(ctx, t)
 		return err
 	})
 }

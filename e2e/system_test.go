@@ -27,6 +27,8 @@ type system struct {
 	rv      *server.Server
 	agent   *agent.Agent
 	dataDir string
+	// stopAgent takes the agent offline.
+	stopAgent func()
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -75,12 +77,17 @@ func startSystem(t testing.TB) *system {
 		SubURL:   fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}02", sim.Addr()),
 		Channels: 4,
 	}
+	// A fifth camera whose password is wrong, as happens after someone
+	// changes it on the camera: viewers must get a clear error.
+	agCfg.Cameras = []agent.CameraConfig{{ID: "gate", Name: "Gate",
+		URL: fmt.Sprintf("rtsp://admin:wrong@%s/Streaming/Channels/101", sim.Addr())}}
 	ag, err := agent.New(agCfg, log.With("side", "agent"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	agCtx, agCancel := context.WithCancel(ctx)
 	agDone := make(chan struct{})
-	go func() { defer close(agDone); _ = ag.Run(ctx) }()
+	go func() { defer close(agDone); _ = ag.Run(agCtx) }()
 	t.Cleanup(func() {
 		cancel()
 		<-agDone
@@ -90,7 +97,8 @@ func startSystem(t testing.TB) *system {
 	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
 		t.Fatal(err)
 	}
-	return &system{sim: sim, rv: rv, agent: ag, dataDir: dataDir}
+	stop := func() { agCancel(); <-agDone }
+	return &system{sim: sim, rv: rv, agent: ag, dataDir: dataDir, stopAgent: stop}
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {

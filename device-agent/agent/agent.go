@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,7 +223,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	case err == nil:
 		log.Info("session answered", "stream", kind, "subject", claims.Subject)
 	case errors.Is(err, fanout.ErrUnavailable):
-		fail(proto.CodeCameraUnreachable, "The recorder cannot reach this camera: "+err.Error())
+		fail(proto.CodeCameraUnreachable, sentence(strings.TrimPrefix(err.Error(), fanout.ErrUnavailable.Error()+": ")))
 	case errors.Is(err, peer.ErrCodec):
 		fail(proto.CodeCodecUnsupported, err.Error())
 	case errors.Is(err, proto.ErrBadMessage):
@@ -252,4 +253,16 @@ func (a *Agent) checkToken(o *proto.Offer) (*viewertoken.Claims, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// sentence capitalises an error for a person to read.
+func sentence(s string) string {
+	if s == "" {
+		return s
+	}
+	s = strings.ToUpper(s[:1]) + s[1:]
+	if !strings.HasSuffix(s, ".") {
+		s += "."
+	}
+	return s
 }
