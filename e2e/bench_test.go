@@ -27,14 +27,7 @@ func reportPercentiles(b *testing.B, ms []float64, unit string) {
 func BenchmarkFirstFrameWarmChromium(b *testing.B) {
 	sys := startSystem(b)
 	ctx := chromium(b)
-	do(b, ctx, 20*time.Second, "sign in",
-		chromedp.Navigate(sys.rv.URL()),
-		chromedp.WaitVisible(`input[name=name]`),
-		chromedp.SendKeys(`input[name=name]`, ownerName),
-		chromedp.SendKeys(`input[name=password]`, ownerPass),
-		chromedp.Click(`button[type=submit]`),
-		chromedp.WaitVisible(`a.device`),
-	)
+	signIn(b, ctx, sys)
 	live := fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, sys.agent.ID())
 	view := func() float64 {
 		tctx, cancel := context.WithTimeout(ctx, 20*time.Second)

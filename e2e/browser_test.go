@@ -107,14 +107,7 @@ func TestBrowserLiveView(t *testing.T) {
 	sys := startSystem(t)
 	ctx := chromium(t)
 
-	do(t, ctx, 20*time.Second, "sign in",
-		chromedp.Navigate(sys.rv.URL()),
-		chromedp.WaitVisible(`input[name=name]`),
-		chromedp.SendKeys(`input[name=name]`, ownerName),
-		chromedp.SendKeys(`input[name=password]`, ownerPass),
-		chromedp.Click(`button[type=submit]`),
-		chromedp.WaitVisible(`a.device`),
-	)
+	signIn(t, ctx, sys)
 	screenshot(t, ctx, "devices")
 
 	// The grid plays all four channels' sub streams; the fifth camera, whose
@@ -188,4 +181,17 @@ func evalJS(expr string) chromedp.Action[chromedp.Void] {
 		_, err := chromedp.Evaluate[any](expr)(ctx, t)
 		return err
 	})
+}
+
+// signIn opens the viewer and signs in as the owner, up to the device list.
+func signIn(t testing.TB, ctx context.Context, sys *system) {
+	t.Helper()
+	do(t, ctx, 20*time.Second, "sign in",
+		chromedp.Navigate(sys.rv.URL()),
+		chromedp.WaitVisible(`input[name=name]`),
+		chromedp.SendKeys(`input[name=name]`, ownerName),
+		chromedp.SendKeys(`input[name=password]`, ownerPass),
+		chromedp.Click(`button[type=submit]`),
+		chromedp.WaitVisible(`a.device`),
+	)
 }

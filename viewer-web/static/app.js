@@ -94,8 +94,7 @@ function viewLogin(claim) {
     err.replaceChildren();
     try {
       await api('POST', '/api/login', { name: form.name.value, password: form.password.value });
-      location.hash = claim ? `#claim=${encodeURIComponent(claim)}` : '#/';
-      route();
+      go(claim ? `#claim=${encodeURIComponent(claim)}` : '#/');
     } catch (e) {
       err.append(errorBox(e.message));
       btn.disabled = false;
@@ -118,7 +117,7 @@ function viewSetup(token) {
     err.replaceChildren();
     try {
       await api('POST', '/api/setup', { token, name: form.name.value, password: form.password.value });
-      location.hash = '#/';
+      go('#/');
     } catch (e) {
       err.append(errorBox(e.message));
     }
@@ -258,9 +257,14 @@ function viewLive(deviceId, cameraId) {
 $logout.onclick = async () => {
   await api('POST', '/api/logout').catch(() => {});
   me = null;
-  location.hash = '#/';
-  route();
+  go('#/');
 };
+
+// go shows a route, re-rendering when the fragment is already there.
+function go(hash) {
+  if (location.hash === hash) route();
+  else location.hash = hash;
+}
 window.addEventListener('hashchange', route);
 window.addEventListener('pagehide', stopSessions);
 route();

@@ -144,14 +144,20 @@ const claimAlphabet = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 // NewClaimCode returns a code like "K7QF-M3XP-R9TA": 12 symbols of 30,
 // about 59 bits, far beyond guessing under the claim rate limit.
 func NewClaimCode() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b)
 	var sb strings.Builder
-	for i, c := range b {
-		if i > 0 && i%4 == 0 {
+	var b [1]byte
+	for n := 0; n < 12; {
+		_, _ = rand.Read(b[:])
+		// Rejection sampling: 240 is the largest multiple of 30 below 256,
+		// so every symbol is equally likely.
+		if b[0] >= 240 {
+			continue
+		}
+		if n > 0 && n%4 == 0 {
 			sb.WriteByte('-')
 		}
-		sb.WriteByte(claimAlphabet[int(c)%len(claimAlphabet)])
+		sb.WriteByte(claimAlphabet[int(b[0])%len(claimAlphabet)])
+		n++
 	}
 	return sb.String()
 }
