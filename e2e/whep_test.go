@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +22,8 @@ type whepResult struct {
 	frames, keyframes int
 	width, height     int
 	firstFrame        time.Duration
+	audioCodec        string
+	audioPackets      int64
 }
 
 // newLoopbackPC makes a pion peer connection that gathers on 127.0.0.1 only.
@@ -83,16 +86,17 @@ func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 		au [][]byte
 	}
 	frames := make(chan frameEvt, 256)
+	var audioPackets atomic.Int64
+	var audioCodec atomic.Value
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		if tr.Kind() != webrtc.RTPCodecTypeVideo {
-			go func() {
-				for {
-					if _, _, err := tr.ReadRTP(); err != nil {
-						return
-					}
+			audioCodec.Store(tr.Codec().MimeType)
+			for {
+				if _, _, err := tr.ReadRTP(); err != nil {
+					return
 				}
-			}()
-			return
+				audioPackets.Add(1)
+			}
 		}
 		dec := &rtph264.Decoder{PacketizationMode: 1}
 		if err := dec.Init(); err != nil {
@@ -148,6 +152,10 @@ func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 			t.Fatalf("only %d frames after 20 s", res.frames)
 		}
 	}
+	res.audioPackets = audioPackets.Load()
+	if c, ok := audioCodec.Load().(string); ok {
+		res.audioCodec = c
+	}
 	// DELETE ends the session at the agent.
 	req, _ := http.NewRequest(http.MethodDelete, strings.Split(base, "/whep/")[0]+loc, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -174,6 +182,9 @@ func TestWHEP(t *testing.T) {
 	t.Logf("WHEP channel 2: %d frames, first after %v, %dx%d", res.frames, res.firstFrame, res.width, res.height)
 	if res.width != 1280 || res.height != 720 {
 		t.Fatalf("decoded size %dx%d, want the main stream's 1280x720", res.width, res.height)
+	}
+	if res.audioCodec != "audio/PCMU" || res.audioPackets == 0 {
+		t.Fatalf("audio: codec %q, %d packets; want the camera's G.711 µ-law passed through", res.audioCodec, res.audioPackets)
 	}
 	waitFor(t, 5*time.Second, "session closed at the agent after DELETE", func() bool {
 		return sys.agent.Stream("2", "main").Stats().Viewers == 0
