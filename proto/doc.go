@@ -77,9 +77,13 @@
 //	rate_limited        too many attempts; retry later
 //	timeout             the other side did not answer in time
 //	internal            a bug or an unexpected failure on the sender's side
+//	revoked             the share (viewer token) was revoked; live sessions end with it
+//	expired             the viewer token expired; live sessions end with it
+//	viewer_cap          the share's cap on concurrent viewers is reached
 //
 // # Version history
 //
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
-//	            trickle ICE, WHEP forwarding (trickle=false).
+//	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
+//	            expired and viewer_cap for guest shares (additions only).
 package proto

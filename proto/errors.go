@@ -22,6 +22,9 @@ const (
 	CodeRateLimited        Code = "rate_limited"
 	CodeTimeout            Code = "timeout"
 	CodeInternal           Code = "internal"
+	CodeRevoked            Code = "revoked"
+	CodeExpired            Code = "expired"
+	CodeViewerCap          Code = "viewer_cap"
 )
 
 var (

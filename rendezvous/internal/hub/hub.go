@@ -36,6 +36,10 @@ var (
 	ErrTimeout = errors.New("the device did not answer in time")
 	// ErrBadClaimCode means the code is unknown, used or expired.
 	ErrBadClaimCode = errors.New("claim code is wrong, used or expired")
+	// ErrRevoked means the share behind a token was revoked.
+	ErrRevoked = errors.New("this share was revoked")
+	// ErrViewerCap means the share's concurrent viewer cap is reached.
+	ErrViewerCap = errors.New("this share's viewer limit is reached")
 )
 
 // CodeOf maps a hub error to its wire code.
@@ -54,6 +58,10 @@ func CodeOf(err error) proto.Code {
 		return proto.CodeUnauthorized
 	case errors.Is(err, ErrTimeout):
 		return proto.CodeTimeout
+	case errors.Is(err, ErrRevoked):
+		return proto.CodeRevoked
+	case errors.Is(err, ErrViewerCap):
+		return proto.CodeViewerCap
 	}
 	return proto.CodeInternal
 }
@@ -123,6 +131,11 @@ type session struct {
 	// token is what the agent receives to check the viewer's right.
 	token   string
 	started time.Time
+	// tokenID is the jti of the viewer's token (a share's ID); empty for
+	// owners.
+	tokenID string
+	// expiry ends the session when the viewer's token expires.
+	expiry *time.Timer
 }
 
 // New returns a Hub.
@@ -226,7 +239,7 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 	for id, s := range h.sessions {
 		if s.deviceID == d.id && h.devices[d.id] == nil {
 			orphans = append(orphans, s)
-			delete(h.sessions, id)
+			h.forgetLocked(id)
 		}
 	}
 	h.mu.Unlock()
@@ -383,7 +396,7 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 	if s != nil {
 		switch m.(type) {
 		case *proto.Bye, *proto.Error:
-			delete(h.sessions, sid)
+			h.forgetLocked(sid)
 		}
 	}
 	h.mu.Unlock()
@@ -435,6 +448,22 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	if err != nil {
 		return nil, err
 	}
+	var tokenID string
+	var expires time.Time
+	maxViewers := 0
+	if v.Token != nil {
+		tokenID, maxViewers = v.Token.ID, v.Token.MaxViewers
+		expires = v.Token.ExpiresAt.Time
+		sh, err := h.cfg.Store.Share(ctx, tokenID)
+		switch {
+		case err == nil && !sh.Revoked.IsZero():
+			return nil, ErrRevoked
+		case err == nil:
+			// The record, not the token, is the authority on the cap.
+			maxViewers = sh.MaxViewers
+			_ = h.cfg.Store.TouchShare(ctx, tokenID)
+		}
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d := h.devices[devID]
@@ -448,12 +477,83 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	if !found {
 		return nil, fmt.Errorf("camera %s: %w", camera, ErrNotFound)
 	}
+	if maxViewers > 0 && h.countLocked(tokenID) >= maxViewers {
+		return nil, fmt.Errorf("%w (%d)", ErrViewerCap, maxViewers)
+	}
 	if stream == "" {
 		stream = proto.StreamMain
 	}
-	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: token, started: time.Now()}
+	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: token,
+		started: time.Now(), tokenID: tokenID}
+	if !expires.IsZero() {
+		sid := s.id
+		s.expiry = time.AfterFunc(time.Until(expires), func() {
+			h.end(sid, proto.CodeExpired, "This share has expired. Ask the owner for a new link.")
+		})
+	}
 	h.sessions[s.id] = s
 	return s, nil
+}
+
+// forgetLocked removes a session and stops its expiry timer.
+func (h *Hub) forgetLocked(sid string) {
+	if s := h.sessions[sid]; s != nil && s.expiry != nil {
+		s.expiry.Stop()
+	}
+	delete(h.sessions, sid)
+}
+
+func (h *Hub) countLocked(tokenID string) int {
+	n := 0
+	for _, s := range h.sessions {
+		if s.tokenID == tokenID {
+			n++
+		}
+	}
+	return n
+}
+
+// ViewersOf returns how many sessions use a token ID now.
+func (h *Hub) ViewersOf(tokenID string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.countLocked(tokenID)
+}
+
+// end stops a session from the hub's side: the agent gets a bye and closes
+// the peer connection, the viewer gets the reason.
+func (h *Hub) end(sid string, code proto.Code, msg string) {
+	h.mu.Lock()
+	s := h.sessions[sid]
+	var d *device
+	if s != nil {
+		h.forgetLocked(sid)
+		d = h.devices[s.deviceID]
+	}
+	h.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if d != nil {
+		_ = d.conn.Send(&proto.Bye{Session: sid, Reason: string(code)})
+	}
+	s.viewer.deliver(proto.NewError(sid, code, msg))
+}
+
+// RevokeToken ends every live session that uses tokenID, at once.
+func (h *Hub) RevokeToken(tokenID string) int {
+	h.mu.Lock()
+	var ids []string
+	for id, s := range h.sessions {
+		if s.tokenID == tokenID {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		h.end(id, proto.CodeRevoked, "The owner revoked this share.")
+	}
+	return len(ids)
 }
 
 // toDevice sends m to the device of session sid, if the session belongs to ep.
@@ -465,7 +565,7 @@ func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
 		d = h.devices[s.deviceID]
 	}
 	if _, bye := m.(*proto.Bye); bye && s != nil && s.viewer == ep {
-		delete(h.sessions, sid)
+		h.forgetLocked(sid)
 	}
 	h.mu.Unlock()
 	if s == nil || s.viewer != ep {

@@ -190,6 +190,6 @@ func (h *Hub) CloseWHEP(devID, camera, sid string) error {
 
 func (h *Hub) drop(sid string) {
 	h.mu.Lock()
-	delete(h.sessions, sid)
+	h.forgetLocked(sid)
 	h.mu.Unlock()
 }

@@ -61,6 +61,19 @@ CREATE TABLE IF NOT EXISTS setup_tokens (
 	token_hash BLOB PRIMARY KEY,
 	expires    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS shares (
+	id          TEXT PRIMARY KEY,  -- the token's jti
+	owner_id    INTEGER NOT NULL REFERENCES users(id),
+	device_id   TEXT NOT NULL,
+	cameras     TEXT NOT NULL,
+	perms       TEXT NOT NULL,
+	label       TEXT NOT NULL DEFAULT '',
+	max_viewers INTEGER NOT NULL DEFAULT 0,
+	created     INTEGER NOT NULL,
+	expires     INTEGER NOT NULL,
+	revoked     INTEGER NOT NULL DEFAULT 0,
+	last_used   INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS kv (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
@@ -337,4 +350,103 @@ func (s *Store) PutIfAbsent(ctx context.Context, key string, value []byte) ([]by
 		return nil, fmt.Errorf("store: %s: %w", key, err)
 	}
 	return s.Get(ctx, key)
+}
+
+// Share is a guest link's record; the link itself is a signed token whose
+// jti is ID.
+type Share struct {
+	ID         string
+	OwnerID    int64
+	DeviceID   string
+	Cameras    []string
+	Perms      []string
+	Label      string
+	MaxViewers int
+	Created    time.Time
+	Expires    time.Time
+	Revoked    time.Time // zero while active
+	LastUsed   time.Time // zero if never used
+}
+
+// AddShare records a share.
+func (s *Store) AddShare(ctx context.Context, sh Share) error {
+	cams, _ := json.Marshal(sh.Cameras)
+	perms, _ := json.Marshal(sh.Perms)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO shares(id, owner_id, device_id, cameras, perms, label, max_viewers, created, expires)
+		VALUES(?,?,?,?,?,?,?,?,?)`, sh.ID, sh.OwnerID, sh.DeviceID, string(cams), string(perms), sh.Label, sh.MaxViewers,
+		sh.Created.Unix(), sh.Expires.Unix())
+	if err != nil {
+		return fmt.Errorf("store: add share: %w", err)
+	}
+	return nil
+}
+
+const shareCols = `id, owner_id, device_id, cameras, perms, label, max_viewers, created, expires, revoked, last_used`
+
+func scanShare(sc interface{ Scan(...any) error }) (Share, error) {
+	var sh Share
+	var cams, perms string
+	var created, expires, revoked, used int64
+	if err := sc.Scan(&sh.ID, &sh.OwnerID, &sh.DeviceID, &cams, &perms, &sh.Label, &sh.MaxViewers, &created, &expires, &revoked, &used); err != nil {
+		return Share{}, err
+	}
+	_ = json.Unmarshal([]byte(cams), &sh.Cameras)
+	_ = json.Unmarshal([]byte(perms), &sh.Perms)
+	sh.Created, sh.Expires = time.Unix(created, 0), time.Unix(expires, 0)
+	if revoked != 0 {
+		sh.Revoked = time.Unix(revoked, 0)
+	}
+	if used != 0 {
+		sh.LastUsed = time.Unix(used, 0)
+	}
+	return sh, nil
+}
+
+// Share returns one share.
+func (s *Store) Share(ctx context.Context, id string) (Share, error) {
+	sh, err := scanShare(s.db.QueryRowContext(ctx, `SELECT `+shareCols+` FROM shares WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Share{}, fmt.Errorf("store: share: %w", ErrNotFound)
+	}
+	if err != nil {
+		return Share{}, fmt.Errorf("store: share: %w", err)
+	}
+	return sh, nil
+}
+
+// Shares lists an owner's shares, newest first.
+func (s *Store) Shares(ctx context.Context, ownerID int64) ([]Share, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+shareCols+` FROM shares WHERE owner_id = ? ORDER BY created DESC`, ownerID)
+	if err != nil {
+		return nil, fmt.Errorf("store: shares: %w", err)
+	}
+	defer rows.Close()
+	var out []Share
+	for rows.Next() {
+		sh, err := scanShare(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: shares: %w", err)
+		}
+		out = append(out, sh)
+	}
+	return out, rows.Err()
+}
+
+// RevokeShare marks an owner's share revoked. Revoking twice is not an error.
+func (s *Store) RevokeShare(ctx context.Context, id string, ownerID int64) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE shares SET revoked = CASE WHEN revoked = 0 THEN ? ELSE revoked END
+		WHERE id = ? AND owner_id = ?`, time.Now().Unix(), id, ownerID)
+	if err != nil {
+		return fmt.Errorf("store: revoke share: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("store: revoke share %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// TouchShare records that a share was used now.
+func (s *Store) TouchShare(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE shares SET last_used = ? WHERE id = ?`, time.Now().Unix(), id)
+	return err
 }
