@@ -6,6 +6,9 @@
 //	rendezvous device list
 //	rendezvous device claim -user NAME DEVICE_ID
 //	rendezvous token -device ID -camera N [-ttl 1h]
+//	rendezvous share create -user NAME -device ID -camera N [-ttl 8h] [-max-viewers 2] [-label plumber]
+//	rendezvous share list -user NAME
+//	rendezvous share revoke -user NAME SHARE_ID
 package main
 
 import (
@@ -22,6 +25,7 @@ import (
 	"time"
 
 	"github.com/peercam/peercam/proto"
+	"github.com/peercam/peercam/rendezvous/internal/api"
 	"github.com/peercam/peercam/rendezvous/server"
 )
 
@@ -126,8 +130,50 @@ func admin(args []string) error {
 		}
 		fmt.Println(tok)
 		return nil
+	case cmd == "share create":
+		fs := flag.NewFlagSet("share create", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		pub := fs.String("public-url", "http://127.0.0.1:8080", "the server's public URL, for the link")
+		user := fs.String("user", "", "owner of the device")
+		dev := fs.String("device", "", "device ID")
+		var cams listFlag
+		fs.Var(&cams, "camera", "camera ID (repeatable)")
+		ttl := fs.Duration("ttl", 24*time.Hour, "how long the link works (1h, 8h, 24h, 168h …)")
+		until := fs.String("expires", "", "expiry as an RFC 3339 date, instead of -ttl")
+		maxV := fs.Int("max-viewers", 0, "concurrent viewers allowed (0: no cap)")
+		label := fs.String("label", "", "label shown to the owner, e.g. plumber")
+		_ = fs.Parse(args[2:])
+		req := api.ShareRequest{Device: *dev, Cameras: cams, TTLSeconds: int(ttl.Seconds()), Expires: *until, MaxViewers: *maxV, Label: *label}
+		if *until != "" {
+			req.TTLSeconds = 0
+		}
+		sh, err := server.CreateShare(ctx, *data, *pub, *user, req)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("share %s, until %s\n%s\n", sh.ID, sh.Expires.Format(time.RFC3339), sh.Link)
+		return nil
+	case cmd == "share list":
+		fs := flag.NewFlagSet("share list", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner")
+		_ = fs.Parse(args[2:])
+		return server.ListShares(ctx, *data, *user, os.Stdout)
+	case cmd == "share revoke":
+		fs := flag.NewFlagSet("share revoke", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner")
+		_ = fs.Parse(args[2:])
+		if fs.NArg() != 1 {
+			return errors.New("usage: rendezvous share revoke -user NAME SHARE_ID")
+		}
+		if err := server.RevokeShare(ctx, *data, *user, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Println("revoked", fs.Arg(0))
+		return nil
 	}
-	return fmt.Errorf("unknown command %q; commands: user add, device list, device claim, token", cmd)
+	return fmt.Errorf("unknown command %q; commands: user add, device list, device claim, token, share create, share list, share revoke", cmd)
 }
 
 // splitName takes a leading positional NAME so "user add alice -password x"

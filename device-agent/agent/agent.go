@@ -195,6 +195,10 @@ func (a *Agent) onOffer(o *proto.Offer) {
 		fail(code, err.Error())
 		return
 	}
+	if claims.MaxViewers > 0 && a.peers.CountToken(claims.ID) >= claims.MaxViewers {
+		fail(proto.CodeViewerCap, fmt.Sprintf("this share allows %d viewer(s) at a time", claims.MaxViewers))
+		return
+	}
 	if a.peers.Count() >= a.cfg.MaxViewers {
 		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder already serves %d viewers, its limit; try again later", a.cfg.MaxViewers))
 		return
@@ -218,7 +222,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
-		ICEServers: ice, Stream: st, Send: a.link.Send})
+		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: claims.ExpiresAt.Time})
 	switch {
 	case err == nil:
 		log.Info("session answered", "stream", kind, "subject", claims.Subject)

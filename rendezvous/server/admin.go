@@ -113,3 +113,74 @@ func MintToken(ctx context.Context, dataDir, deviceID string, cameras []string, 
 	}
 	return api.MintViewerToken(key, d.OwnerID, deviceID, cameras, ttl)
 }
+
+// CreateShare makes a guest link for an owner's cameras.
+func CreateShare(ctx context.Context, dataDir, publicURL, user string, req api.ShareRequest) (api.NewShare, error) {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return api.NewShare{}, err
+	}
+	defer st.Close()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		return api.NewShare{}, fmt.Errorf("share create: no user %q", user)
+	}
+	key, err := auth.LoadKey(ctx, st)
+	if err != nil {
+		return api.NewShare{}, err
+	}
+	return api.CreateShare(ctx, st, key, strings.TrimRight(publicURL, "/"), u.ID, req, time.Now())
+}
+
+// ListShares prints an owner's shares.
+func ListShares(ctx context.Context, dataDir, user string, w io.Writer) error {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		return fmt.Errorf("share list: no user %q", user)
+	}
+	shares, err := st.Shares(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARE\tLABEL\tDEVICE\tCAMERAS\tEXPIRES\tSTATE\tLAST USED")
+	for _, sh := range shares {
+		state := "active"
+		switch {
+		case !sh.Revoked.IsZero():
+			state = "revoked"
+		case sh.Expires.Before(time.Now()):
+			state = "expired"
+		}
+		used := "never"
+		if !sh.LastUsed.IsZero() {
+			used = sh.LastUsed.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sh.ID, sh.Label, sh.DeviceID, strings.Join(sh.Cameras, ","),
+			sh.Expires.UTC().Format(time.RFC3339), state, used)
+	}
+	return tw.Flush()
+}
+
+// RevokeShare revokes an owner's share; a running server ends its live
+// sessions within a second.
+func RevokeShare(ctx context.Context, dataDir, user, id string) error {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		return fmt.Errorf("share revoke: no user %q", user)
+	}
+	if err := st.RevokeShare(ctx, id, u.ID); err != nil {
+		return fmt.Errorf("share revoke: %s has no share %s", user, id)
+	}
+	return nil
+}

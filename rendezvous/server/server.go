@@ -206,6 +206,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	go s.hub.WatchRevocations(ctx, time.Second)
 	errc := make(chan error, 1)
 	go func() {
 		var err error

@@ -95,6 +95,10 @@ type Request struct {
 	Stream     *fanout.Stream
 	// Send delivers signaling to the viewer through the rendezvous.
 	Send func(proto.Message)
+	// TokenID is the viewer token's jti; Expires ends the session when the
+	// token does (zero: never).
+	TokenID string
+	Expires time.Time
 }
 
 // Session is one viewer's peer connection.
@@ -106,13 +110,17 @@ type Session struct {
 	send   func(proto.Message)
 	log    *slog.Logger
 
+	tokenID string
+	// expiry ends the session when the viewer's token expires.
+	expiry *time.Timer
+
 	video, audio *webrtc.TrackLocalStaticRTP
 	ctx          context.Context
 	cancel       context.CancelFunc
 	closeOnce    sync.Once
 	connected    sync.Once
 
-	mu sync.Mutex // guards sub
+	mu sync.Mutex // guards sub and expiry
 	// sub is the viewer's frame queue, set once DTLS is up.
 	sub *fanout.Sub
 }
@@ -141,7 +149,28 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 		s.close("answer failed")
 		return err
 	}
+	if !req.Expires.IsZero() {
+		// The agent's own check: an expired token ends the session even if
+		// the rendezvous fails to.
+		t := time.AfterFunc(time.Until(req.Expires), func() { s.close(string(proto.CodeExpired)) })
+		s.mu.Lock()
+		s.expiry = t
+		s.mu.Unlock()
+	}
 	return nil
+}
+
+// CountToken returns how many sessions use a viewer token ID.
+func (m *Manager) CountToken(id string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.sessions {
+		if s.tokenID == id {
+			n++
+		}
+	}
+	return n
 }
 
 func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
@@ -184,7 +213,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel,
-		log: m.log.With("session", req.Session, "camera", req.Camera)}
+		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()
@@ -346,8 +375,11 @@ func (s *Session) closeQuiet(reason string) {
 func (s *Session) teardown(reason string) {
 	s.cancel()
 	s.mu.Lock()
-	sub := s.sub
+	sub, expiry := s.sub, s.expiry
 	s.mu.Unlock()
+	if expiry != nil {
+		expiry.Stop()
+	}
 	if sub != nil {
 		s.stream.Unsubscribe(sub)
 		s.log.Info("viewer left", "reason", reason, "dropped_frames", sub.Dropped.Load())

@@ -86,8 +86,8 @@ type Config struct {
 	// ClaimTTL is how long a claim code is valid. Default 10 minutes.
 	ClaimTTL time.Duration
 	// AgentTokenTTL is the lifetime of the token minted for an owner's session
-	// and passed to the agent. Default 5 minutes: the agent checks it when it
-	// answers the offer.
+	// and passed to the agent, which ends the session when it expires. Default
+	// 12 hours, an owner login's lifetime.
 	AgentTokenTTL time.Duration
 	// AnswerTimeout bounds the wait for a device's answer. Default 15 s.
 	AnswerTimeout time.Duration
@@ -144,7 +144,7 @@ func New(cfg Config) *Hub {
 		cfg.ClaimTTL = 10 * time.Minute
 	}
 	if cfg.AgentTokenTTL == 0 {
-		cfg.AgentTokenTTL = 5 * time.Minute
+		cfg.AgentTokenTTL = 12 * time.Hour
 	}
 	if cfg.AnswerTimeout == 0 {
 		cfg.AnswerTimeout = 15 * time.Second
@@ -538,6 +538,33 @@ func (h *Hub) end(sid string, code proto.Code, msg string) {
 		_ = d.conn.Send(&proto.Bye{Session: sid, Reason: string(code)})
 	}
 	s.viewer.deliver(proto.NewError(sid, code, msg))
+}
+
+// WatchRevocations ends live sessions whose share was revoked outside this
+// process (the admin CLI), checking the store every interval until ctx ends.
+func (h *Hub) WatchRevocations(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		ids := map[string]bool{}
+		for _, s := range h.sessions {
+			if s.tokenID != "" {
+				ids[s.tokenID] = true
+			}
+		}
+		h.mu.Unlock()
+		for id := range ids {
+			if sh, err := h.cfg.Store.Share(ctx, id); err == nil && !sh.Revoked.IsZero() {
+				h.RevokeToken(id)
+			}
+		}
+	}
 }
 
 // RevokeToken ends every live session that uses tokenID, at once.
