@@ -66,6 +66,7 @@ async function route() {
   stopSessions();
   $view.replaceChildren();
   const hash = location.hash;
+  if (location.pathname.startsWith('/s/')) return viewGuest();
   const p = params();
   if (p.has('setup')) return viewSetup(p.get('setup'));
   try {
@@ -195,26 +196,34 @@ async function viewDevice(id) {
     $view.append(h('div', { class: 'notice', role: 'alert' }, h('b', {}, t), h('br'), hint, h('br'), h('span', { class: 'muted' }, `Last seen ${ago(d.last_seen)}.`)));
     return;
   }
+  $view.append(cameraGrid(id, d.cameras, null, (c) => `#/d/${encodeURIComponent(id)}/c/${encodeURIComponent(c.id)}`));
+}
+
+// cameraGrid plays each camera's sub stream in a tile; a tap opens href(c).
+function cameraGrid(deviceId, cameras, token, href) {
   const grid = h('div', { class: 'grid' });
-  for (const c of d.cameras) {
+  for (const c of cameras) {
     const video = h('video', { muted: true, playsinline: true, autoplay: true });
     video.muted = true;
     const state = h('span', { class: 'state' }, 'connecting…');
-    const tile = h('button', { class: 'tile', 'aria-label': `Open ${c.name}`, onclick: () => { location.hash = `#/d/${encodeURIComponent(id)}/c/${encodeURIComponent(c.id)}`; } },
+    const tile = h('button', { class: 'tile', 'aria-label': `Open ${c.name}`, onclick: () => { location.hash = href(c); } },
       video, h('span', { class: 'label' }, c.name), state);
     grid.append(tile);
-    const s = new LiveSession({ device: id, camera: c.id, stream: c.has_sub ? 'sub' : 'main', video,
+    const s = new LiveSession({ device: deviceId, camera: c.id, stream: c.has_sub ? 'sub' : 'main', video, token,
       onStatus: () => { state.textContent = ''; },
       onPlaying: () => { state.textContent = ''; },
       onError: (code, title) => { state.textContent = title; state.className = 'state err'; } });
     sessions.push(s);
     s.start();
   }
-  $view.append(grid);
+  return grid;
 }
 
-function viewLive(deviceId, cameraId) {
-  setChrome('Live', `#/d/${encodeURIComponent(deviceId)}`);
+// viewLive plays one camera's main stream full screen. opts.token is a guest
+// token; opts.back is where the back button goes.
+function viewLive(deviceId, cameraId, opts = {}) {
+  const back = opts.back || `#/d/${encodeURIComponent(deviceId)}`;
+  setChrome('Live', back);
   const video = h('video', { muted: true, playsinline: true, autoplay: true });
   video.muted = true;
   const status = h('span', { class: 'status', role: 'status' }, 'Connecting…');
@@ -226,24 +235,26 @@ function viewLive(deviceId, cameraId) {
   } }, 'Unmute');
   const name = h('h2', {}, `Camera ${cameraId}`);
   const page = h('div', { class: 'live' },
-    h('div', { class: 'top' }, h('button', { class: 'icon', 'aria-label': 'Back', onclick: () => { location.hash = `#/d/${encodeURIComponent(deviceId)}`; } }, '←'), name),
+    h('div', { class: 'top' }, opts.noBack ? null : h('button', { class: 'icon', 'aria-label': 'Back', onclick: () => { location.hash = back; } }, '←'), name),
     video, overlay,
     h('div', { class: 'bottom' }, status, unmute));
   $view.append(page);
-  api('GET', '/api/devices').then((ds) => {
+  if (opts.title) name.textContent = opts.title;
+  else api('GET', '/api/devices').then((ds) => {
     const d = ds.find((x) => x.id === deviceId);
     const c = d && d.cameras.find((x) => x.id === cameraId);
     if (c) { name.textContent = `${c.name} · ${d.name}`; document.title = `${c.name} · PeerCam`; }
   }).catch(() => {});
   const start = () => {
-    const s = new LiveSession({ device: deviceId, camera: cameraId, stream: 'main', video,
+    const s = new LiveSession({ device: deviceId, camera: cameraId, stream: 'main', video, token: opts.token,
       onStatus: (text, path) => {
         status.replaceChildren(path ? h('span', { class: `path-${path}` }, '● ') : '', text);
       },
       onPlaying: () => overlay.remove(),
       onError: (code, title, hint) => {
         overlay.className = 'overlay err';
-        overlay.replaceChildren(h('h3', {}, title), h('p', {}, hint),
+        const final = code === 'revoked' || code === 'expired';
+        overlay.replaceChildren(h('h3', {}, title), h('p', {}, hint), final ? null :
           h('button', { class: 'primary', onclick: () => { overlay.className = 'overlay'; overlay.replaceChildren(h('div', { class: 'spinner' }), 'Connecting to the recorder…'); sessions = []; start(); } }, 'Retry'));
         if (!overlay.isConnected) page.append(overlay);
         status.textContent = title;
@@ -252,6 +263,45 @@ function viewLive(deviceId, cameraId) {
     s.start();
   };
   start();
+}
+
+// tokenClaims reads a token's payload. The server and the agent verify the
+// signature; the page only needs to know what to show.
+function tokenClaims(token) {
+  try {
+    const b64 = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(b64));
+  } catch {
+    return null;
+  }
+}
+
+// viewGuest is a share link, /s/#TOKEN: straight to the shared cameras, no
+// account. The fragment never reaches the server's logs.
+function viewGuest() {
+  me = null;
+  const [token, cam] = location.hash.slice(1).split('/c/');
+  const c = token && tokenClaims(token);
+  if (!c || !c.dev || !Array.isArray(c.cams)) {
+    setChrome('Shared camera');
+    $view.append(errorBox('This share link is incomplete. Copy the whole link from the message you received.'));
+    return;
+  }
+  const until = new Date(c.exp * 1000);
+  if (until < new Date()) {
+    setChrome('Shared camera');
+    const [t, hint] = advice.expired;
+    $view.append(h('div', { class: 'notice', role: 'alert' }, h('b', {}, t), h('br'), hint));
+    return;
+  }
+  const cameras = c.cams.map((id) => ({ id, name: `Camera ${id}`, has_sub: true }));
+  const title = `Shared with you · until ${until.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' })}`;
+  if (cam || cameras.length === 1) {
+    const id = cam ? decodeURIComponent(cam) : cameras[0].id;
+    return viewLive(c.dev, id, { token, title: `Camera ${id} · ${title}`, back: cameras.length > 1 ? `#${token}` : null, noBack: cameras.length === 1 });
+  }
+  setChrome('Shared cameras');
+  $view.append(h('p', { class: 'muted' }, title), cameraGrid(c.dev, cameras, token, (x) => `#${token}/c/${encodeURIComponent(x.id)}`));
 }
 
 $logout.onclick = async () => {

@@ -16,6 +16,9 @@ export const advice = {
   timeout: ['The recorder did not answer', 'It may be busy or on a slow link. Try again.'],
   connection_failed: ['Could not connect to the recorder', 'The networks on both ends block a direct connection. Try Wi-Fi instead of mobile data, or the other way round; the server operator can add a TURN relay for such networks.'],
   ended: ['The session ended', 'Tap retry to watch again.'],
+  revoked: ['This share was revoked', 'The owner ended your access to this camera. Ask them for a new link.'],
+  expired: ['This share has expired', 'Ask the owner for a new link.'],
+  viewer_cap: ['Too many people are watching this link', 'The owner allowed only a few viewers at a time. Try again later.'],
   network: ['Lost the connection to the server', 'Check your internet connection and retry.'],
 };
 
@@ -78,7 +81,7 @@ export class LiveSession {
           else this.pending.push(c);
           return;
         }
-        case 'bye': return this.fail('ended', m.reason);
+        case 'bye': return this.fail(advice[m.reason] ? m.reason : 'ended', m.reason);
         case 'error': return this.fail(m.code, m.message);
       }
     } catch (e) {

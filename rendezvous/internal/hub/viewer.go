@@ -107,6 +107,10 @@ func sentence(err error) string {
 		return "Sign in again, or ask the owner for a new link."
 	case errors.Is(err, ErrTimeout):
 		return "The device did not answer in time. Try again."
+	case errors.Is(err, ErrRevoked):
+		return "The owner revoked this share. Ask them for a new link."
+	case errors.Is(err, ErrViewerCap):
+		return "Too many people are watching this link right now (" + err.Error() + "). Try again later."
 	}
 	return "Something went wrong on the server."
 }

@@ -1,0 +1,113 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/cookiejar"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// ownerAPI is the owner's API client, signed in with a bearer token.
+type ownerAPI struct {
+	t     testing.TB
+	base  string
+	token string
+}
+
+func signInAPI(t testing.TB, sys *system) *ownerAPI {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	c := &http.Client{Jar: jar}
+	b, _ := json.Marshal(map[string]string{"name": ownerName, "password": ownerPass})
+	resp, err := c.Post(sys.rv.URL()+"/api/login", "application/json", bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Token == "" {
+		t.Fatalf("login: %v", err)
+	}
+	return &ownerAPI{t: t, base: sys.rv.URL(), token: out.Token}
+}
+
+func (o *ownerAPI) call(method, path string, body any, out any) int {
+	o.t.Helper()
+	var buf bytes.Buffer
+	if body != nil {
+		_ = json.NewEncoder(&buf).Encode(body)
+	}
+	req, _ := http.NewRequest(method, o.base+path, &buf)
+	req.Header.Set("Authorization", "Bearer "+o.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil {
+		_ = json.NewDecoder(resp.Body).Decode(out)
+	}
+	return resp.StatusCode
+}
+
+type createdShare struct {
+	ID, Token, Link string
+	Expires         time.Time
+}
+
+func (o *ownerAPI) share(device string, cameras []string, ttl time.Duration, maxViewers int) createdShare {
+	o.t.Helper()
+	var sh createdShare
+	if st := o.call("POST", "/api/shares", map[string]any{"device": device, "cameras": cameras,
+		"ttl_seconds": int(ttl.Seconds()), "max_viewers": maxViewers, "label": "plumber"}, &sh); st != http.StatusCreated {
+		o.t.Fatalf("create share: %d", st)
+	}
+	return sh
+}
+
+// A guest link opens on a phone and plays; when the owner revokes it, the
+// video stops within 2 seconds and the page says why.
+func TestBrowserGuestShareRevoked(t *testing.T) {
+	sys := startSystem(t)
+	owner := signInAPI(t, sys)
+	sh := owner.share(sys.agent.ID(), []string{"2"}, time.Hour, 2)
+	ctx := chromium(t)
+	do(t, ctx, 30*time.Second, "guest link plays",
+		evalJS(`location.href = '`+sh.Link+`'`),
+		waitJS(`(() => { const s = window.peercam && window.peercam.sessions()[0]; return s && s.framesDecoded > 10 && s.width === 1280; })()`),
+	)
+	screenshot(t, ctx, "guest-live")
+
+	var list []struct {
+		ID         string `json:"id"`
+		ViewersNow int    `json:"viewers_now"`
+		Active     bool   `json:"active"`
+		Label      string `json:"label"`
+	}
+	owner.call("GET", "/api/shares", nil, &list)
+	if len(list) != 1 || list[0].ID != sh.ID || list[0].ViewersNow != 1 || !list[0].Active || list[0].Label != "plumber" {
+		t.Fatalf("owner's share list %+v", list)
+	}
+
+	revoked := time.Now()
+	if st := owner.call("DELETE", "/api/shares/"+sh.ID, nil, nil); st != http.StatusOK {
+		t.Fatalf("revoke: %d", st)
+	}
+	do(t, ctx, 2*time.Second, "guest page says the share was revoked",
+		waitJS(`document.body.textContent.includes('This share was revoked')`))
+	t.Logf("revoked share: guest page told after %v", time.Since(revoked).Round(time.Millisecond))
+	waitFor(t, 2*time.Second-time.Since(revoked), "agent closed the guest's peer connection", func() bool {
+		return sys.agent.Stream("2", "main").Stats().Viewers == 0
+	})
+	screenshot(t, ctx, "guest-revoked")
+
+	// The link is dead for new sessions too.
+	do(t, ctx, 10*time.Second, "revoked link refused on reload",
+		chromedp.Reload(),
+		waitJS(`document.body.textContent.includes('This share was revoked')`))
+}
