@@ -111,3 +111,36 @@ func TestBrowserGuestShareRevoked(t *testing.T) {
 		chromedp.Reload(),
 		waitJS(`document.body.textContent.includes('This share was revoked')`))
 }
+
+// The owner creates, lists and revokes a share in the web app.
+func TestBrowserOwnerManagesShares(t *testing.T) {
+	sys := startSystem(t)
+	ctx := chromium(t)
+	signIn(t, ctx, sys)
+	do(t, ctx, 20*time.Second, "create a share in the web app",
+		evalJS(`location.hash = '#/d/`+sys.agent.ID()+`/share'`),
+		chromedp.WaitVisible(`input[name=label]`),
+		chromedp.SendKeys(`input[name=label]`, "neighbour"),
+		chromedp.Click(`button[type=submit]`),
+		waitJS(`(document.querySelector('input[aria-label="Share link"]') || {}).value?.includes('/s/#')`),
+	)
+	screenshot(t, ctx, "owner-share-created")
+	do(t, ctx, 10*time.Second, "share listed",
+		evalJS(`location.hash = '#/shares'`),
+		waitJS(`document.body.textContent.includes('neighbour') && document.body.textContent.includes('0 watching now')`),
+	)
+	screenshot(t, ctx, "owner-shares")
+	do(t, ctx, 10*time.Second, "revoke from the list",
+		chromedp.Click(`.share button`),
+		waitJS(`document.body.textContent.includes('revoked') && !document.querySelector('.share button')`),
+	)
+	owner := signInAPI(t, sys)
+	var list []struct {
+		Label  string `json:"label"`
+		Active bool   `json:"active"`
+	}
+	owner.call("GET", "/api/shares", nil, &list)
+	if len(list) != 1 || list[0].Label != "neighbour" || list[0].Active {
+		t.Fatalf("after revoking in the web app the API lists %+v", list)
+	}
+}

@@ -78,6 +78,8 @@ async function route() {
   let m;
   if ((m = hash.match(/^#\/d\/([^/]+)\/c\/([^/]+)$/))) return viewLive(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
   if ((m = hash.match(/^#\/d\/([^/]+)$/))) return viewDevice(decodeURIComponent(m[1]));
+  if ((m = hash.match(/^#\/d\/([^/]+)\/share$/))) return viewNewShare(decodeURIComponent(m[1]));
+  if (hash === '#/shares') return viewShares();
   return viewDevices(p.get('claim'));
 }
 
@@ -173,7 +175,8 @@ async function viewDevices(claim) {
   h('label', {}, 'Name (optional)', h('input', { name: 'dname', placeholder: 'Shop NVR' })),
   err,
   h('button', { class: 'primary', type: 'submit' }, 'Add device'));
-  $view.append(list, h('h2', { class: 'section' }, 'Add a device'), form);
+  $view.append(list, h('p', {}, h('a', { class: 'button', href: '#/shares' }, 'Shares you have given…')),
+    h('h2', { class: 'section' }, 'Add a device'), form);
 }
 
 async function viewDevice(id) {
@@ -196,7 +199,89 @@ async function viewDevice(id) {
     $view.append(h('div', { class: 'notice', role: 'alert' }, h('b', {}, t), h('br'), hint, h('br'), h('span', { class: 'muted' }, `Last seen ${ago(d.last_seen)}.`)));
     return;
   }
-  $view.append(cameraGrid(id, d.cameras, null, (c) => `#/d/${encodeURIComponent(id)}/c/${encodeURIComponent(c.id)}`));
+  $view.append(cameraGrid(id, d.cameras, null, (c) => `#/d/${encodeURIComponent(id)}/c/${encodeURIComponent(c.id)}`),
+    h('p', {}, h('a', { class: 'button', href: `#/d/${encodeURIComponent(id)}/share` }, 'Share cameras with a guest…')));
+}
+
+const presets = [['1 hour', 3600], ['8 hours', 28800], ['1 day', 86400], ['7 days', 604800]];
+
+async function viewNewShare(id) {
+  setChrome('Share with a guest', `#/d/${encodeURIComponent(id)}`);
+  let d;
+  try {
+    d = (await api('GET', '/api/devices')).find((x) => x.id === id);
+  } catch (e) {
+    $view.append(errorBox(e.message));
+    return;
+  }
+  if (!d) { $view.append(errorBox('This device is not on your account.')); return; }
+  const err = h('div');
+  const result = h('div');
+  const until = h('input', { name: 'until', type: 'datetime-local' });
+  const form = h('form', { class: 'card', onsubmit: async (ev) => {
+    ev.preventDefault();
+    err.replaceChildren();
+    const cameras = [...form.querySelectorAll('input[name=cam]:checked')].map((x) => x.value);
+    const body = { device: id, cameras, perms: ['live'], max_viewers: Number(form.max.value) || 0, label: form.label.value };
+    if (form.expiry.value === 'date') {
+      if (!until.value) { err.append(errorBox('Choose the date and time the link stops working.')); return; }
+      body.expires = new Date(until.value).toISOString();
+    } else body.ttl_seconds = Number(form.expiry.value);
+    try {
+      const sh = await api('POST', '/api/shares', body);
+      const link = h('input', { readonly: true, value: sh.link, 'aria-label': 'Share link' });
+      result.replaceChildren(h('div', { class: 'card' },
+        h('p', {}, 'Send this link to your guest. It works until ', h('b', {}, new Date(sh.expires).toLocaleString()), '; you can revoke it any time under ', h('a', { href: '#/shares' }, 'Shares'), '.'),
+        link,
+        h('p', {}, h('button', { type: 'button', onclick: () => { link.select(); (navigator.clipboard ? navigator.clipboard.writeText(sh.link) : Promise.reject()).catch(() => document.execCommand('copy')); } }, 'Copy link'))));
+    } catch (e) {
+      err.append(errorBox(e.message));
+    }
+  } },
+  h('fieldset', { class: 'plain' }, h('legend', {}, 'Cameras'),
+    d.cameras.map((c, i) => h('label', { class: 'check' }, h('input', { type: 'checkbox', name: 'cam', value: c.id, checked: i === 0 }), c.name))),
+  h('label', {}, 'Link works for', h('select', { name: 'expiry', onchange: () => { until.parentElement.hidden = form.expiry.value !== 'date'; } },
+    presets.map(([t, v]) => h('option', { value: v, selected: v === 28800 }, t)), h('option', { value: 'date' }, 'until a date…'))),
+  h('label', { hidden: true }, 'Until', until),
+  h('label', {}, 'Viewers at the same time (0 = no limit)', h('input', { name: 'max', type: 'number', min: 0, max: 100, value: 1 })),
+  h('label', {}, 'Label, for you (optional)', h('input', { name: 'label', placeholder: 'plumber', maxlength: 80 })),
+  h('p', { class: 'muted' }, 'Guests can watch live video of these cameras only. Nothing else on the recorder is reachable.'),
+  err,
+  h('button', { class: 'primary', type: 'submit' }, 'Create link'));
+  $view.append(form, result);
+}
+
+async function viewShares() {
+  setChrome('Shares', '#/');
+  let shares, devices;
+  try {
+    [shares, devices] = await Promise.all([api('GET', '/api/shares'), api('GET', '/api/devices')]);
+  } catch (e) {
+    $view.append(errorBox(e.message));
+    return;
+  }
+  const devName = (id) => (devices.find((d) => d.id === id) || { name: id.slice(0, 6) }).name;
+  if (shares.length === 0) {
+    $view.append(h('p', { class: 'notice info' }, 'No shares yet. Open a device and tap “Share cameras with a guest”.'));
+    return;
+  }
+  const list = h('div', { class: 'devices' });
+  for (const sh of shares) {
+    const state = sh.revoked ? 'revoked' : (sh.active ? `${sh.viewers_now} watching now` : 'expired');
+    const row = h('div', { class: 'card share' },
+      h('div', { class: 'name' }, sh.label || 'Guest link', ' ', h('span', { class: 'muted' }, `· ${devName(sh.device)} · camera ${sh.cameras.join(', ')}`)),
+      h('div', { class: 'muted' }, `${state} · until ${new Date(sh.expires).toLocaleString()} · last used ${sh.last_used ? ago(sh.last_used) : 'never'}`),
+      sh.active ? h('button', { onclick: async () => {
+        try {
+          await api('DELETE', `/api/shares/${encodeURIComponent(sh.id)}`);
+          route();
+        } catch (e) {
+          row.append(errorBox(e.message));
+        }
+      } }, 'Revoke') : null);
+    list.append(row);
+  }
+  $view.append(list);
 }
 
 // cameraGrid plays each camera's sub stream in a tile; a tap opens href(c).
