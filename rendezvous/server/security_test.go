@@ -223,3 +223,49 @@ func recvSession(t *testing.T, ws *websocket.Conn) proto.Message {
 		}
 	}
 }
+
+func TestTokenGuessingRateLimited(t *testing.T) {
+	s := start(t)
+	d := onlineDevice(t, s)
+	ws := dial(t, s, "/ws/viewer", nil)
+	var last proto.Message
+	for i := 0; i < 15; i++ {
+		send(t, ws, &proto.Open{Device: d.id, Camera: "1", Token: "guess.number." + strings.Repeat("x", i+1)})
+		last = recv(t, ws)
+		if e, ok := last.(*proto.Error); ok && e.Code == proto.CodeRateLimited {
+			return
+		}
+		wantError(t, last, proto.CodeUnauthorized)
+	}
+	t.Fatalf("15 bad tokens from one address, last answer %#v: want rate_limited", last)
+}
+
+func TestDeviceHandshakeRateLimited(t *testing.T) {
+	s := start(t)
+	url := strings.Replace(s.URL(), "http", "ws", 1) + "/ws/device"
+	for i := 0; i < 20; i++ {
+		ws, resp, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			if resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+				t.Fatalf("dial %d: %v", i, err)
+			}
+			return
+		}
+		ws.Close()
+	}
+	t.Fatal("20 device handshakes in a row from one address were all accepted")
+}
+
+func TestViewerSocketRefusesForeignOrigin(t *testing.T) {
+	s := start(t)
+	url := strings.Replace(s.URL(), "http", "ws", 1) + "/ws/viewer"
+	_, resp, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {"https://evil.example"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("foreign Origin: err %v, status %v; want 403", err, resp)
+	}
+	ws, _, err := websocket.DefaultDialer.Dial(url, http.Header{"Origin": {s.URL()}})
+	if err != nil {
+		t.Fatalf("own Origin refused: %v", err)
+	}
+	ws.Close()
+}

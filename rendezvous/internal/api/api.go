@@ -399,6 +399,10 @@ func MintViewerToken(key ed25519.PrivateKey, ownerID int64, devID string, camera
 }
 
 func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
+	// Agents redial with backoff; a source hammering the handshake is not one.
+	if !a.limiter.allow(w, "device:"+remoteIP(r)) {
+		return
+	}
 	ws, err := a.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -415,9 +419,26 @@ func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.New(ws), v, a.parseViewerToken, r.RemoteAddr)
+	ip := remoteIP(r)
+	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.New(ws), v,
+		func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) }, r.RemoteAddr)
 }
 
 func (a *API) parseViewerToken(tok string) (*viewertoken.Claims, error) {
 	return viewertoken.Parse(a.pub, tok, time.Now())
+}
+
+// checkToken parses a viewer token presented by ip. Bad tokens spend the
+// address's budget; once it is gone, even good ones wait, so guessing or
+// replaying tokens from one place is slow.
+func (a *API) checkToken(ip, tok string) (*viewertoken.Claims, error) {
+	key := "token:" + ip
+	if a.limiter.exhausted(key) {
+		return nil, hub.ErrRateLimited
+	}
+	c, err := a.parseViewerToken(tok)
+	if err != nil {
+		a.limiter.take(key)
+	}
+	return c, err
 }

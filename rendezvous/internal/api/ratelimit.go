@@ -31,8 +31,39 @@ func newLimiter() *limiter {
 // allow answers 429 with Retry-After and returns false when key is over its
 // budget.
 func (l *limiter) allow(w http.ResponseWriter, key string) bool {
+	delay := l.take(key)
+	if delay <= 0 {
+		return true
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int(delay/time.Second)+1))
+	writeErr(w, http.StatusTooManyRequests, "rate_limited", "Too many attempts. Wait a little and try again.")
+	return false
+}
+
+// take spends one attempt of key's budget; a positive result is how long to
+// wait instead, and nothing was spent.
+func (l *limiter) take(key string) time.Duration {
 	now := time.Now()
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.bucket(key, now)
+	r := b.lim.ReserveN(now, 1)
+	delay := r.DelayFrom(now)
+	if delay > 0 {
+		r.CancelAt(now)
+	}
+	return delay
+}
+
+// exhausted tells whether key has no attempt left now, without spending one.
+func (l *limiter) exhausted(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bucket(key, now).lim.TokensAt(now) < 1
+}
+
+func (l *limiter) bucket(key string, now time.Time) *bucket {
 	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) > 10000 {
@@ -46,16 +77,5 @@ func (l *limiter) allow(w http.ResponseWriter, key string) bool {
 		l.buckets[key] = b
 	}
 	b.seen = now
-	r := b.lim.ReserveN(now, 1)
-	delay := r.DelayFrom(now)
-	if delay > 0 {
-		r.CancelAt(now)
-	}
-	l.mu.Unlock()
-	if delay <= 0 {
-		return true
-	}
-	w.Header().Set("Retry-After", strconv.Itoa(int(delay/time.Second)+1))
-	writeErr(w, http.StatusTooManyRequests, "rate_limited", "Too many attempts. Wait a little and try again.")
-	return false
+	return b
 }

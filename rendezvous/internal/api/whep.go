@@ -42,7 +42,7 @@ func (a *API) whepViewer(r *http.Request) (hub.Viewer, bool) {
 	if tok == "" {
 		return hub.Viewer{}, false
 	}
-	if claims, err := a.parseViewerToken(tok); err == nil {
+	if claims, err := a.checkToken(remoteIP(r), tok); err == nil {
 		return hub.Viewer{Token: claims, RawToken: tok}, true
 	}
 	if u, _, err := a.ownerFrom(r); err == nil {

@@ -38,6 +38,8 @@ var (
 	ErrBadClaimCode = errors.New("claim code is wrong, used or expired")
 	// ErrRevoked means the share behind a token was revoked.
 	ErrRevoked = errors.New("this share was revoked")
+	// ErrRateLimited means too many failed attempts from one place.
+	ErrRateLimited = errors.New("too many attempts")
 	// ErrViewerCap means the share's concurrent viewer cap is reached.
 	ErrViewerCap = errors.New("this share's viewer limit is reached")
 )
@@ -58,6 +60,8 @@ func CodeOf(err error) proto.Code {
 		return proto.CodeUnauthorized
 	case errors.Is(err, ErrTimeout):
 		return proto.CodeTimeout
+	case errors.Is(err, ErrRateLimited):
+		return proto.CodeRateLimited
 	case errors.Is(err, ErrRevoked):
 		return proto.CodeRevoked
 	case errors.Is(err, ErrViewerCap):

@@ -72,6 +72,9 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse T
 func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m *proto.Open, ep endpoint) (*session, error) {
 	if m.Token != "" {
 		claims, err := parse(m.Token)
+		if errors.Is(err, ErrRateLimited) {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 		}
@@ -109,6 +112,8 @@ func sentence(err error) string {
 		return "The device did not answer in time. Try again."
 	case errors.Is(err, ErrRevoked):
 		return "The owner revoked this share. Ask them for a new link."
+	case errors.Is(err, ErrRateLimited):
+		return "Too many failed attempts from your network. Wait a minute and try again."
 	case errors.Is(err, ErrViewerCap):
 		return "Too many people are watching this link right now (" + err.Error() + "). Try again later."
 	}
