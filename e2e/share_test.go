@@ -106,6 +106,25 @@ func TestBrowserGuestShareRevoked(t *testing.T) {
 	})
 	screenshot(t, ctx, "guest-revoked")
 
+	// The owner's audit log tells the story.
+	var events []struct {
+		Kind       string `json:"kind"`
+		Actor      string `json:"actor"`
+		Camera     string `json:"camera"`
+		DurationMS int64  `json:"duration_ms"`
+	}
+	waitFor(t, 5*time.Second, "audit log of the guest session", func() bool {
+		owner.call("GET", "/api/audit", nil, &events)
+		kinds := map[string]bool{}
+		for _, e := range events {
+			if e.Kind == "session_closed" && (e.DurationMS <= 0 || e.Camera != "2" || e.Actor != "guest share “plumber”") {
+				t.Fatalf("closed session in the audit log: %+v", e)
+			}
+			kinds[e.Kind] = true
+		}
+		return kinds["login"] && kinds["share_created"] && kinds["session_opened"] && kinds["session_closed"] && kinds["share_revoked"]
+	})
+
 	// The link is dead for new sessions too.
 	do(t, ctx, 10*time.Second, "revoked link refused on reload",
 		chromedp.Reload(),
@@ -134,6 +153,11 @@ func TestBrowserOwnerManagesShares(t *testing.T) {
 		chromedp.Click(`.share button`),
 		waitJS(`document.body.textContent.includes('revoked') && !document.querySelector('.share button')`),
 	)
+	do(t, ctx, 10*time.Second, "activity log page",
+		evalJS(`location.hash = '#/audit'`),
+		waitJS(`document.body.textContent.includes('Share revoked') && document.body.textContent.includes('Share created') && document.body.textContent.includes('Signed in')`),
+	)
+	screenshot(t, ctx, "owner-audit")
 	owner := signInAPI(t, sys)
 	var list []struct {
 		Label  string `json:"label"`

@@ -80,6 +80,7 @@ async function route() {
   if ((m = hash.match(/^#\/d\/([^/]+)$/))) return viewDevice(decodeURIComponent(m[1]));
   if ((m = hash.match(/^#\/d\/([^/]+)\/share$/))) return viewNewShare(decodeURIComponent(m[1]));
   if (hash === '#/shares') return viewShares();
+  if (hash === '#/audit') return viewAudit();
   return viewDevices(p.get('claim'));
 }
 
@@ -175,7 +176,8 @@ async function viewDevices(claim) {
   h('label', {}, 'Name (optional)', h('input', { name: 'dname', placeholder: 'Shop NVR' })),
   err,
   h('button', { class: 'primary', type: 'submit' }, 'Add device'));
-  $view.append(list, h('p', {}, h('a', { class: 'button', href: '#/shares' }, 'Shares you have given…')),
+  $view.append(list, h('p', { class: 'links' }, h('a', { class: 'button', href: '#/shares' }, 'Shares you have given…'),
+    h('a', { class: 'button', href: '#/audit' }, 'Activity log…')),
     h('h2', { class: 'section' }, 'Add a device'), form);
 }
 
@@ -387,6 +389,44 @@ function viewGuest() {
   }
   setChrome('Shared cameras');
   $view.append(h('p', { class: 'muted' }, title), cameraGrid(c.dev, cameras, token, (x) => `#${token}/c/${encodeURIComponent(x.id)}`));
+}
+
+const auditWords = {
+  login: 'Signed in', login_failed: 'Failed sign-in', claim: 'Device claimed',
+  share_created: 'Share created', share_revoked: 'Share revoked',
+  session_opened: 'Started watching', session_closed: 'Stopped watching',
+};
+
+function duration(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 90) return `${s} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  return `${(s / 3600).toFixed(1)} h`;
+}
+
+async function viewAudit() {
+  setChrome('Activity log', '#/');
+  let events;
+  try {
+    events = await api('GET', '/api/audit');
+  } catch (e) {
+    $view.append(errorBox(e.message));
+    return;
+  }
+  if (events.length === 0) {
+    $view.append(h('p', { class: 'notice info' }, 'Nothing yet.'));
+    return;
+  }
+  const list = h('div', { class: 'devices' });
+  for (const e of events) {
+    const what = [e.camera ? `camera ${e.camera}` : null, e.detail || null,
+      e.duration_ms ? `for ${duration(e.duration_ms)}` : null].filter(Boolean).join(' · ');
+    list.append(h('div', { class: `card audit ${e.kind}` },
+      h('div', {}, h('b', {}, auditWords[e.kind] || e.kind), ' ', h('span', { class: 'muted' }, e.actor)),
+      what ? h('div', { class: 'muted' }, what) : null,
+      h('div', { class: 'muted' }, new Date(e.at).toLocaleString())));
+  }
+  $view.append(list);
 }
 
 $logout.onclick = async () => {

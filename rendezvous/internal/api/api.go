@@ -80,6 +80,7 @@ func New(cfg Config) *API {
 	m.HandleFunc("POST /api/shares", a.owner(a.createShare))
 	m.HandleFunc("GET /api/shares", a.owner(a.listShares))
 	m.HandleFunc("DELETE /api/shares/{id}", a.owner(a.revokeShare))
+	m.HandleFunc("GET /api/audit", a.owner(a.auditLog))
 	m.HandleFunc("GET /ws/device", a.deviceSocket)
 	m.HandleFunc("GET /ws/viewer", a.viewerSocket)
 	m.HandleFunc("POST /whep/{device}/{camera}", a.whepOffer)
@@ -222,10 +223,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		a.log.Info("login failed", "user", c.Name, "remote", remoteIP(r))
+		if u.ID != 0 {
+			a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginFailed, Actor: remoteIP(r), Detail: "wrong password"})
+		}
 		writeErr(w, http.StatusUnauthorized, "bad_credentials", "Wrong user name or password.")
 		return
 	}
 	a.log.Info("login", "user", u.Name, "remote", remoteIP(r))
+	a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginOK, Actor: u.Name, Detail: "from " + remoteIP(r)})
 	a.startSession(w, u)
 }
 
@@ -441,4 +446,35 @@ func (a *API) checkToken(ip, tok string) (*viewertoken.Claims, error) {
 		a.limiter.take(key)
 	}
 	return c, err
+}
+
+func (a *API) audit(ctx context.Context, e store.AuditEvent) {
+	if err := a.cfg.Store.AddAudit(ctx, e); err != nil {
+		a.log.Warn("audit log", "err", err)
+	}
+}
+
+type auditJSON struct {
+	At         time.Time `json:"at"`
+	Kind       string    `json:"kind"`
+	Actor      string    `json:"actor"`
+	Device     string    `json:"device,omitempty"`
+	Camera     string    `json:"camera,omitempty"`
+	Detail     string    `json:"detail,omitempty"`
+	DurationMS int64     `json:"duration_ms,omitempty"`
+}
+
+// auditLog returns the owner's own audit log, newest first.
+func (a *API) auditLog(w http.ResponseWriter, r *http.Request, u *store.User) {
+	events, err := a.cfg.Store.Audit(r.Context(), u.ID, 200)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
+		return
+	}
+	out := []auditJSON{}
+	for _, e := range events {
+		out = append(out, auditJSON{At: e.At.UTC(), Kind: e.Kind, Actor: e.Actor, Device: e.Device, Camera: e.Camera,
+			Detail: e.Detail, DurationMS: e.Duration.Milliseconds()})
+	}
+	writeJSON(w, http.StatusOK, out)
 }

@@ -134,6 +134,8 @@ func (a *API) createShare(w http.ResponseWriter, r *http.Request, u *store.User)
 		return
 	}
 	a.log.Info("share created", "owner", u.Name, "share", sh.ID, "device", req.Device, "expires", sh.Expires)
+	a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditShareCreated, Actor: u.Name, Device: req.Device,
+		Camera: strings.Join(req.Cameras, ","), Detail: shareDetail(req.Label, sh.ID, sh.Expires)})
 	writeJSON(w, http.StatusCreated, sh)
 }
 
@@ -169,6 +171,23 @@ func (a *API) revokeShare(w http.ResponseWriter, r *http.Request, u *store.User)
 		return
 	}
 	ended := a.cfg.Hub.RevokeToken(id)
+	a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditShareRevoked, Actor: u.Name,
+		Detail: fmt.Sprintf("share %s, %d live session(s) ended", short(id), ended)})
 	a.log.Info("share revoked", "owner", u.Name, "share", id, "sessions_ended", ended)
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "sessions_ended": ended})
+}
+
+func shareDetail(label, id string, expires time.Time) string {
+	d := "share " + short(id)
+	if label != "" {
+		d = "share “" + label + "”"
+	}
+	return d + " until " + expires.UTC().Format(time.RFC3339)
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }

@@ -140,6 +140,9 @@ type session struct {
 	tokenID string
 	// expiry ends the session when the viewer's token expires.
 	expiry *time.Timer
+	// ownerID and actor are for the audit log: whose device, who watched.
+	ownerID int64
+	actor   string
 }
 
 // New returns a Hub.
@@ -357,6 +360,7 @@ func (h *Hub) Claim(ctx context.Context, owner store.User, code, name string) (s
 	}
 	h.NotifyClaimed(devID, owner.Name)
 	h.log.Info("device claimed", "device", devID, "owner", owner.Name)
+	h.audit(store.AuditEvent{OwnerID: owner.ID, Kind: store.AuditClaim, Actor: owner.Name, Device: devID, Detail: name})
 	return h.cfg.Store.Device(ctx, devID)
 }
 
@@ -452,12 +456,16 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	if err != nil {
 		return nil, err
 	}
-	var tokenID string
+	var tokenID, actor string
 	var expires time.Time
 	maxViewers := 0
+	if v.Owner != nil {
+		actor = v.Owner.Name
+	}
 	if v.Token != nil {
 		tokenID, maxViewers = v.Token.ID, v.Token.MaxViewers
 		expires = v.Token.ExpiresAt.Time
+		actor = "token " + short(tokenID)
 		sh, err := h.cfg.Store.Share(ctx, tokenID)
 		switch {
 		case err == nil && !sh.Revoked.IsZero():
@@ -465,9 +473,14 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 		case err == nil:
 			// The record, not the token, is the authority on the cap.
 			maxViewers = sh.MaxViewers
+			actor = "guest share " + short(tokenID)
+			if sh.Label != "" {
+				actor = "guest share “" + sh.Label + "”"
+			}
 			_ = h.cfg.Store.TouchShare(ctx, tokenID)
 		}
 	}
+	rec, _ := h.cfg.Store.Device(ctx, devID)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	d := h.devices[devID]
@@ -488,7 +501,9 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 		stream = proto.StreamMain
 	}
 	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: token,
-		started: time.Now(), tokenID: tokenID}
+		started: time.Now(), tokenID: tokenID, ownerID: rec.OwnerID, actor: actor}
+	go h.audit(store.AuditEvent{OwnerID: s.ownerID, At: s.started, Kind: store.AuditSessionOpen, Actor: actor,
+		Device: devID, Camera: camera, Detail: stream + " stream"})
 	if !expires.IsZero() {
 		sid := s.id
 		s.expiry = time.AfterFunc(time.Until(expires), func() {
@@ -499,12 +514,34 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	return s, nil
 }
 
-// forgetLocked removes a session and stops its expiry timer.
+// forgetLocked removes a session, stops its expiry timer and logs its end.
 func (h *Hub) forgetLocked(sid string) {
-	if s := h.sessions[sid]; s != nil && s.expiry != nil {
+	s := h.sessions[sid]
+	if s == nil {
+		return
+	}
+	if s.expiry != nil {
 		s.expiry.Stop()
 	}
 	delete(h.sessions, sid)
+	go h.audit(store.AuditEvent{OwnerID: s.ownerID, Kind: store.AuditSessionClose, Actor: s.actor,
+		Device: s.deviceID, Camera: s.camera, Duration: time.Since(s.started)})
+}
+
+func (h *Hub) audit(e store.AuditEvent) {
+	if e.OwnerID == 0 {
+		return
+	}
+	if err := h.cfg.Store.AddAudit(context.Background(), e); err != nil {
+		h.log.Warn("audit log", "err", err)
+	}
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
 }
 
 func (h *Hub) countLocked(tokenID string) int {

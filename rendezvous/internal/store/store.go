@@ -74,6 +74,18 @@ CREATE TABLE IF NOT EXISTS shares (
 	revoked     INTEGER NOT NULL DEFAULT 0,
 	last_used   INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS audit (
+	id       INTEGER PRIMARY KEY,
+	owner_id INTEGER,            -- whose log it belongs to; NULL for unknown users
+	at       INTEGER NOT NULL,   -- unix milliseconds
+	kind     TEXT NOT NULL,
+	actor    TEXT NOT NULL DEFAULT '',
+	device   TEXT NOT NULL DEFAULT '',
+	camera   TEXT NOT NULL DEFAULT '',
+	detail   TEXT NOT NULL DEFAULT '',
+	duration INTEGER NOT NULL DEFAULT 0  -- milliseconds, for closed sessions
+);
+CREATE INDEX IF NOT EXISTS audit_owner ON audit(owner_id, at);
 CREATE TABLE IF NOT EXISTS kv (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
@@ -449,4 +461,66 @@ func (s *Store) RevokeShare(ctx context.Context, id string, ownerID int64) error
 func (s *Store) TouchShare(ctx context.Context, id string) error {
 	_, err := s.db.ExecContext(ctx, `UPDATE shares SET last_used = ? WHERE id = ?`, time.Now().Unix(), id)
 	return err
+}
+
+// Audit event kinds.
+const (
+	AuditLoginOK      = "login"
+	AuditLoginFailed  = "login_failed"
+	AuditClaim        = "claim"
+	AuditShareCreated = "share_created"
+	AuditShareRevoked = "share_revoked"
+	AuditSessionOpen  = "session_opened"
+	AuditSessionClose = "session_closed"
+)
+
+// AuditEvent is one line of an owner's audit log.
+type AuditEvent struct {
+	OwnerID  int64
+	At       time.Time
+	Kind     string
+	Actor    string // who: a user name, "share:<label or id>", an address
+	Device   string
+	Camera   string
+	Detail   string
+	Duration time.Duration
+}
+
+// AddAudit appends an event. Audit failures are returned, never fatal to the
+// action being audited.
+func (s *Store) AddAudit(ctx context.Context, e AuditEvent) error {
+	var owner any
+	if e.OwnerID != 0 {
+		owner = e.OwnerID
+	}
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO audit(owner_id, at, kind, actor, device, camera, detail, duration) VALUES(?,?,?,?,?,?,?,?)`,
+		owner, e.At.UnixMilli(), e.Kind, e.Actor, e.Device, e.Camera, e.Detail, e.Duration.Milliseconds())
+	if err != nil {
+		return fmt.Errorf("store: audit: %w", err)
+	}
+	return nil
+}
+
+// Audit returns an owner's newest events, at most limit.
+func (s *Store) Audit(ctx context.Context, ownerID int64, limit int) ([]AuditEvent, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT owner_id, at, kind, actor, device, camera, detail, duration FROM audit
+		WHERE owner_id = ? ORDER BY at DESC, id DESC LIMIT ?`, ownerID, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEvent
+	for rows.Next() {
+		var e AuditEvent
+		var at, dur int64
+		if err := rows.Scan(&e.OwnerID, &at, &e.Kind, &e.Actor, &e.Device, &e.Camera, &e.Detail, &dur); err != nil {
+			return nil, fmt.Errorf("store: audit: %w", err)
+		}
+		e.At, e.Duration = time.UnixMilli(at), time.Duration(dur)*time.Millisecond
+		out = append(out, e)
+	}
+	return out, rows.Err()
 }
