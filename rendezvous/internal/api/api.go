@@ -214,6 +214,11 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	if !readJSON(w, r, &c) {
 		return
 	}
+	// Per account as well as per address: a botnet spreading guesses over
+	// many addresses still meets the account's budget.
+	if !a.limiter.allow(w, "login-user:"+strings.ToLower(c.Name)) {
+		return
+	}
 	u, err := a.cfg.Store.UserByName(r.Context(), c.Name)
 	if err == nil {
 		err = auth.CheckPassword(u.PWHash, c.Password)
