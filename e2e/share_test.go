@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/cookiejar"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,13 +112,15 @@ func TestBrowserGuestShareRevoked(t *testing.T) {
 		Kind       string `json:"kind"`
 		Actor      string `json:"actor"`
 		Camera     string `json:"camera"`
+		Detail     string `json:"detail"`
 		DurationMS int64  `json:"duration_ms"`
 	}
 	waitFor(t, 5*time.Second, "audit log of the guest session", func() bool {
 		owner.call("GET", "/api/audit", nil, &events)
 		kinds := map[string]bool{}
 		for _, e := range events {
-			if e.Kind == "session_closed" && (e.DurationMS <= 0 || e.Camera != "2" || e.Actor != "guest share “plumber”") {
+			if e.Kind == "session_closed" && (e.DurationMS <= 0 || e.Camera != "2" || e.Actor != "guest share “plumber”" ||
+				!strings.HasPrefix(e.Detail, "direct (")) {
 				t.Fatalf("closed session in the audit log: %+v", e)
 			}
 			kinds[e.Kind] = true

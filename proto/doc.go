@@ -45,6 +45,10 @@
 //	  | candidate{session,candidate,...} <-->|<--> candidate{...}                               |
 //	  | bye{session,reason}              <-->|<--> bye{session,reason}                          |
 //
+// Once a session's peer connection is up, the agent reports the candidate pair
+// it uses with path{session,relayed,local,remote}; the rendezvous keeps it for
+// the owner's audit log and does not forward it.
+//
 // The viewer authenticates with the session cookie of a logged-in owner, or
 // with a viewer token in open.token. The rendezvous checks the viewer may see
 // the camera, mints a short-lived viewer token scoped to that device and camera
@@ -85,5 +89,6 @@
 //
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
 //	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
-//	            expired and viewer_cap for guest shares (additions only).
+//	            expired and viewer_cap for guest shares, and the path message
+//	            (additions only).
 package proto

@@ -149,6 +149,17 @@ type Bye struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
+// Path is the agent's report of the connected candidate pair of a session,
+// for the owner's audit log. Device to rendezvous only.
+type Path struct {
+	Header
+	Session string `json:"session"`
+	Relayed bool   `json:"relayed"`
+	// Local and Remote are the candidate types: host, srflx, prflx, relay.
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+}
+
 // Error reports a failure; Session is empty for connection-level errors.
 type Error struct {
 	Header
@@ -170,6 +181,7 @@ func (*Answer) MessageType() string    { return "answer" }
 func (*Candidate) MessageType() string { return "candidate" }
 func (*Bye) MessageType() string       { return "bye" }
 func (*Error) MessageType() string     { return "error" }
+func (*Path) MessageType() string      { return "path" }
 
 var constructors = map[string]func() Message{
 	"hello":      func() Message { return &Hello{} },
@@ -185,6 +197,7 @@ var constructors = map[string]func() Message{
 	"candidate":  func() Message { return &Candidate{} },
 	"bye":        func() Message { return &Bye{} },
 	"error":      func() Message { return &Error{} },
+	"path":       func() Message { return &Path{} },
 }
 
 func required(field, v string) error {
@@ -281,6 +294,7 @@ func (m *Answer) validate() error {
 
 func (m *Candidate) validate() error { return required("session", m.Session) }
 func (m *Bye) validate() error       { return required("session", m.Session) }
+func (m *Path) validate() error      { return required("session", m.Session) }
 
 func (m *Error) validate() error {
 	if err := required("code", string(m.Code)); err != nil {
@@ -334,6 +348,8 @@ func header(m Message) *Header {
 	case *Bye:
 		return &m.Header
 	case *Error:
+		return &m.Header
+	case *Path:
 		return &m.Header
 	}
 	return &Header{}

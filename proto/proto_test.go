@@ -36,6 +36,8 @@ func TestEncodeGolden(t *testing.T) {
 			`{"v":1,"type":"candidate","session":"s","candidate":""}`},
 		{"bye", &Bye{Session: "s", Reason: "viewer left"},
 			`{"v":1,"type":"bye","session":"s","reason":"viewer left"}`},
+		{"path", &Path{Session: "s", Relayed: false, Local: "host", Remote: "prflx"},
+			`{"v":1,"type":"path","session":"s","relayed":false,"local":"host","remote":"prflx"}`},
 		{"error", NewError("s", CodeDeviceOffline, "the device is offline"),
 			`{"v":1,"type":"error","session":"s","code":"device_offline","message":"the device is offline"}`},
 	}

@@ -352,8 +352,9 @@ func (s *Session) logPath() {
 		}
 		local, _ := stats[pair.LocalCandidateID].(webrtc.ICECandidateStats)
 		remote, _ := stats[pair.RemoteCandidateID].(webrtc.ICECandidateStats)
-		s.log.Info("viewer connected", "local", local.CandidateType.String(), "remote", remote.CandidateType.String(),
-			"relayed", local.CandidateType == webrtc.ICECandidateTypeRelay || remote.CandidateType == webrtc.ICECandidateTypeRelay)
+		relayed := local.CandidateType == webrtc.ICECandidateTypeRelay || remote.CandidateType == webrtc.ICECandidateTypeRelay
+		s.log.Info("viewer connected", "local", local.CandidateType.String(), "remote", remote.CandidateType.String(), "relayed", relayed)
+		s.send(&proto.Path{Session: s.id, Relayed: relayed, Local: local.CandidateType.String(), Remote: remote.CandidateType.String()})
 		return
 	}
 	s.log.Info("viewer connected")

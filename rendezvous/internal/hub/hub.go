@@ -143,6 +143,8 @@ type session struct {
 	// ownerID and actor are for the audit log: whose device, who watched.
 	ownerID int64
 	actor   string
+	// path is how media flows, as the agent reported it.
+	path string
 }
 
 // New returns a Hub.
@@ -386,6 +388,17 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 		sid = m.Session
 	case *proto.Bye:
 		sid = m.Session
+	case *proto.Path:
+		h.mu.Lock()
+		if s := h.sessions[m.Session]; s != nil && s.deviceID == d.id {
+			kind := "direct"
+			if m.Relayed {
+				kind = "relayed"
+			}
+			s.path = fmt.Sprintf("%s (%s ↔ %s)", kind, m.Local, m.Remote)
+		}
+		h.mu.Unlock()
+		return
 	case *proto.Error:
 		sid = m.Session
 		if sid == "" {
@@ -524,8 +537,12 @@ func (h *Hub) forgetLocked(sid string) {
 		s.expiry.Stop()
 	}
 	delete(h.sessions, sid)
+	path := s.path
+	if path == "" {
+		path = "never connected"
+	}
 	go h.audit(store.AuditEvent{OwnerID: s.ownerID, Kind: store.AuditSessionClose, Actor: s.actor,
-		Device: s.deviceID, Camera: s.camera, Duration: time.Since(s.started)})
+		Device: s.deviceID, Camera: s.camera, Detail: path, Duration: time.Since(s.started)})
 }
 
 func (h *Hub) audit(e store.AuditEvent) {

@@ -1,0 +1,76 @@
+package agent
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/internal/viewertoken"
+	"github.com/peercam/peercam/proto"
+)
+
+// The agent's own token check: even if the rendezvous forwarded an offer it
+// should not have, the agent refuses it.
+func TestAgentChecksTokensItself(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rendezvous = "http://127.0.0.1:1"
+	cfg.StateDir = t.TempDir()
+	cfg.WebRTCListen = "127.0.0.1:0"
+	cfg.Cameras = []CameraConfig{{URL: "rtsp://127.0.0.1:1/a"}, {URL: "rtsp://127.0.0.1:1/b"}}
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.udp.Close()
+	pub, key, _ := ed25519.GenerateKey(nil)
+	_, rogue, _ := ed25519.GenerateKey(nil)
+
+	tok := func(k ed25519.PrivateKey, dev string, cams []string, at time.Time) string {
+		c := viewertoken.Claims{Device: dev, Cameras: cams, Perms: []string{viewertoken.PermLive}}
+		s, err := viewertoken.Sign(k, c, at, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	offer := func(token, camera string) *proto.Offer {
+		return &proto.Offer{Session: "s", SDP: "v=0", Camera: camera, Token: token}
+	}
+	if _, err := a.checkToken(offer(tok(key, a.ID(), []string{"1"}, time.Now()), "1")); !errors.Is(err, viewertoken.ErrInvalid) {
+		t.Fatalf("before a key is pinned: %v, want refusal", err)
+	}
+	a.onWelcome(&proto.Welcome{ServerKey: pub})
+
+	tests := []struct {
+		name  string
+		offer *proto.Offer
+		want  error
+	}{
+		{"valid", offer(tok(key, a.ID(), []string{"1"}, time.Now()), "1"), nil},
+		{"no token", offer("", "1"), viewertoken.ErrInvalid},
+		{"signed by a rogue rendezvous", offer(tok(rogue, a.ID(), []string{"1"}, time.Now()), "1"), viewertoken.ErrInvalid},
+		{"expired", offer(tok(key, a.ID(), []string{"1"}, time.Now().Add(-2*time.Hour)), "1"), viewertoken.ErrInvalid},
+		{"another device", offer(tok(key, "someoneelse", []string{"1"}, time.Now()), "1"), viewertoken.ErrScope},
+		{"another camera", offer(tok(key, a.ID(), []string{"1"}, time.Now()), "2"), viewertoken.ErrScope},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := a.checkToken(tt.offer)
+			if tt.want == nil && err != nil {
+				t.Fatal(err)
+			}
+			if tt.want != nil && !errors.Is(err, tt.want) {
+				t.Fatalf("err %v, want %v", err, tt.want)
+			}
+		})
+	}
+
+	// A rendezvous that comes back with another key is not trusted.
+	_, other, _ := ed25519.GenerateKey(nil)
+	a.onWelcome(&proto.Welcome{ServerKey: other.Public().(ed25519.PublicKey)})
+	if _, err := a.checkToken(offer(tok(other, a.ID(), []string{"1"}, time.Now()), "1")); err == nil {
+		t.Fatal("token from a different rendezvous key accepted after the pin")
+	}
+}
