@@ -67,23 +67,21 @@ func ListDevices(ctx context.Context, dataDir string, w io.Writer) error {
 // ClaimDevice binds a device that has connected at least once to an owner,
 // without its claim code: the operator of the server vouches for it.
 func ClaimDevice(ctx context.Context, dataDir, user, deviceID, name string) error {
-	st, err := store.Open(dataDir)
+	st, u, err := openAsOwner(ctx, dataDir, user, "device claim")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.UserByName(ctx, user)
-	if err != nil {
-		return fmt.Errorf("device claim: no user %q", user)
-	}
 	err = st.ClaimDevice(ctx, deviceID, u.ID, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("device claim: device %s has never connected; start its agent first", deviceID)
 	case errors.Is(err, store.ErrClaimed):
 		return fmt.Errorf("device claim: device %s already has an owner", deviceID)
+	case err != nil:
+		return err
 	}
-	return err
+	return st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditClaim, Actor: "admin CLI", Device: deviceID, Detail: name})
 }
 
 // MintToken prints a viewer token for cameras of a device, signed with the
@@ -116,33 +114,30 @@ func MintToken(ctx context.Context, dataDir, deviceID string, cameras []string, 
 
 // CreateShare makes a guest link for an owner's cameras.
 func CreateShare(ctx context.Context, dataDir, publicURL, user string, req api.ShareRequest) (api.NewShare, error) {
-	st, err := store.Open(dataDir)
+	st, u, err := openAsOwner(ctx, dataDir, user, "share create")
 	if err != nil {
 		return api.NewShare{}, err
 	}
 	defer st.Close()
-	u, err := st.UserByName(ctx, user)
-	if err != nil {
-		return api.NewShare{}, fmt.Errorf("share create: no user %q", user)
-	}
 	key, err := auth.LoadKey(ctx, st)
 	if err != nil {
 		return api.NewShare{}, err
 	}
-	return api.CreateShare(ctx, st, key, strings.TrimRight(publicURL, "/"), u.ID, req, time.Now())
+	sh, err := api.CreateShare(ctx, st, key, strings.TrimRight(publicURL, "/"), u.ID, req, time.Now())
+	if err != nil {
+		return sh, err
+	}
+	return sh, st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditShareCreated, Actor: "admin CLI",
+		Device: req.Device, Camera: strings.Join(req.Cameras, ","), Detail: "share " + sh.ID[:8]})
 }
 
 // ListShares prints an owner's shares.
 func ListShares(ctx context.Context, dataDir, user string, w io.Writer) error {
-	st, err := store.Open(dataDir)
+	st, u, err := openAsOwner(ctx, dataDir, user, "share list")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.UserByName(ctx, user)
-	if err != nil {
-		return fmt.Errorf("share list: no user %q", user)
-	}
 	shares, err := st.Shares(ctx, u.ID)
 	if err != nil {
 		return err
@@ -170,17 +165,28 @@ func ListShares(ctx context.Context, dataDir, user string, w io.Writer) error {
 // RevokeShare revokes an owner's share; a running server ends its live
 // sessions within a second.
 func RevokeShare(ctx context.Context, dataDir, user, id string) error {
-	st, err := store.Open(dataDir)
+	st, u, err := openAsOwner(ctx, dataDir, user, "share revoke")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	u, err := st.UserByName(ctx, user)
-	if err != nil {
-		return fmt.Errorf("share revoke: no user %q", user)
-	}
 	if err := st.RevokeShare(ctx, id, u.ID); err != nil {
 		return fmt.Errorf("share revoke: %s has no share %s", user, id)
 	}
-	return nil
+	return st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditShareRevoked, Actor: "admin CLI", Detail: "share " + id})
+}
+
+// openAsOwner opens the store and looks up the owner an admin command acts
+// for; op names the command in the error.
+func openAsOwner(ctx context.Context, dataDir, user, op string) (*store.Store, store.User, error) {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return nil, store.User{}, err
+	}
+	u, err := st.UserByName(ctx, user)
+	if err != nil {
+		st.Close()
+		return nil, store.User{}, fmt.Errorf("%s: no user %q", op, user)
+	}
+	return st, u, nil
 }

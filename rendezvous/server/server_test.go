@@ -23,13 +23,20 @@ type testServer struct {
 	dir string
 }
 
-func start(t *testing.T) *testServer {
+func start(t *testing.T) *testServer { return startWith(t, nil) }
+
+// startWith runs a server on 127.0.0.1 with owners alice and bob; change
+// adjusts the config first.
+func startWith(t *testing.T, change func(*Config)) *testServer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.STUNAddr = "127.0.0.1:0"
 	cfg.Logger = slog.New(slog.DiscardHandler)
+	if change != nil {
+		change(&cfg)
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -9,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -54,23 +52,10 @@ func writeSelfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPoo
 // Under TLS the session cookie is Secure, so it never travels in clear.
 func TestTLSSecureCookie(t *testing.T) {
 	certFile, keyFile, pool := writeSelfSigned(t)
-	cfg := DefaultConfig()
-	cfg.DataDir = t.TempDir()
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.STUNAddr = "off"
-	cfg.TLSCert, cfg.TLSKey = certFile, keyFile
-	cfg.Logger = slog.New(slog.DiscardHandler)
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	if err := AddUser(context.Background(), cfg.DataDir, "alice", "alice-password"); err != nil {
-		t.Fatal(err)
-	}
+	s := startWith(t, func(c *Config) {
+		c.STUNAddr = "off"
+		c.TLSCert, c.TLSKey = certFile, keyFile
+	})
 	if !strings.HasPrefix(s.URL(), "https://") {
 		t.Fatalf("public URL %q under TLS", s.URL())
 	}
