@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/firmware-sim/camera"
+	"github.com/peercam/peercam/internal/media/h264"
 )
 
 // fakeCamera is a camera as rtspsource would present it: an Info, then access
@@ -21,6 +24,9 @@ type fakeCamera struct {
 	aus    chan [][]byte
 	starts atomic.Int32
 	err    error
+	// noInBandParams: keyframes arrive without SPS/PPS, which such
+	// cameras send only in the SDP.
+	noInBandParams bool
 }
 
 func newFakeCamera(t *testing.T) *fakeCamera {
@@ -43,6 +49,15 @@ func (f *fakeCamera) run(ctx context.Context, _ rtspsource.Config, h rtspsource.
 		case <-ctx.Done():
 			return nil
 		case au := <-f.aus:
+			if f.noInBandParams {
+				var slices [][]byte
+				for _, n := range au {
+					if t := h264.NALType(n); t != h264.TypeSPS && t != h264.TypePPS {
+						slices = append(slices, n)
+					}
+				}
+				au = slices
+			}
 			h.OnVideo(au, ts)
 			ts += 6000
 		}
@@ -88,6 +103,7 @@ func drain(sub *Sub) []*Frame {
 
 func TestGOPCacheStartsNewViewerAtKeyframe(t *testing.T) {
 	cam := newFakeCamera(t)
+	cam.noInBandParams = true
 	s := newStream(t, cam, Config{})
 	info, err := s.Acquire(context.Background())
 	if err != nil {
@@ -118,7 +134,20 @@ func TestGOPCacheStartsNewViewerAtKeyframe(t *testing.T) {
 	if live := drain(sub); len(live) != 1 || live[0].Keyframe {
 		t.Fatalf("live frames after the cache: %d", len(live))
 	}
-	// The keyframe carries SPS and PPS in its first packet's NAL types.
+	// The cached keyframe carries SPS and PPS, so a decoder can start there.
+	dec := &rtph264.Decoder{PacketizationMode: 1}
+	if err := dec.Init(); err != nil {
+		t.Fatal(err)
+	}
+	var au [][]byte
+	for _, p := range got[0].Packets {
+		if a, err := dec.Decode(p); err == nil {
+			au = a
+		}
+	}
+	if sps, pps := h264.ParamSets(au); sps == nil || pps == nil {
+		t.Fatal("cached keyframe lacks SPS/PPS")
+	}
 	if st := s.Stats(); st.GOP != 11 || st.Viewers != 1 {
 		t.Fatalf("stats %+v", st)
 	}
