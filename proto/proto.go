@@ -32,6 +32,7 @@ type Message interface {
 	// MessageType is the "type" value on the wire.
 	MessageType() string
 	validate() error
+	envelope() *Header
 }
 
 // Header is the envelope every message starts with. Encode fills it in.
@@ -39,6 +40,9 @@ type Header struct {
 	V    int    `json:"v"`
 	Type string `json:"type"`
 }
+
+// envelope gives Encode the header every message embeds.
+func (h *Header) envelope() *Header { return h }
 
 // ICEServer is a STUN or TURN server as RTCIceServer describes it.
 type ICEServer struct {
@@ -305,7 +309,7 @@ func (m *Error) validate() error {
 
 // Encode stamps the envelope on m and marshals it.
 func Encode(m Message) ([]byte, error) {
-	h := header(m)
+	h := m.envelope()
 	h.V, h.Type = ProtocolVersion, m.MessageType()
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
@@ -318,41 +322,6 @@ func Encode(m Message) ([]byte, error) {
 		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, ErrTooLarge)
 	}
 	return b, nil
-}
-
-// header returns the envelope embedded in m.
-func header(m Message) *Header {
-	switch m := m.(type) {
-	case *Hello:
-		return &m.Header
-	case *Challenge:
-		return &m.Header
-	case *Auth:
-		return &m.Header
-	case *Welcome:
-		return &m.Header
-	case *ClaimCode:
-		return &m.Header
-	case *Claimed:
-		return &m.Header
-	case *Open:
-		return &m.Header
-	case *Session:
-		return &m.Header
-	case *Offer:
-		return &m.Header
-	case *Answer:
-		return &m.Header
-	case *Candidate:
-		return &m.Header
-	case *Bye:
-		return &m.Header
-	case *Error:
-		return &m.Header
-	case *Path:
-		return &m.Header
-	}
-	return &Header{}
 }
 
 // Decode parses one frame strictly. Its errors wrap one of the sentinel errors

@@ -44,30 +44,49 @@ var (
 	ErrViewerCap = errors.New("this share's viewer limit is reached")
 )
 
+// wireErrors gives each hub error its wire code and the sentence a person
+// reads; CodeOf and Sentence both read it, so the two cannot drift apart.
+var wireErrors = []struct {
+	err  error
+	code proto.Code
+	say  string
+}{
+	{ErrDeviceOffline, proto.CodeDeviceOffline, "The device is offline. Check that the recorder is powered and on the internet."},
+	{ErrNotFound, proto.CodeNotFound, "No such device or camera on this account."},
+	{ErrForbidden, proto.CodeForbidden, "Your access does not include this camera."},
+	{ErrUnauthorized, proto.CodeUnauthorized, "Sign in again, or ask the owner for a new link."},
+	{ErrTimeout, proto.CodeTimeout, "The device did not answer in time. Try again."},
+	{ErrRateLimited, proto.CodeRateLimited, "Too many failed attempts from your network. Wait a minute and try again."},
+	{ErrRevoked, proto.CodeRevoked, "The owner revoked this share. Ask them for a new link."},
+	{ErrViewerCap, proto.CodeViewerCap, "Too many people are watching this link right now. Try again later."},
+}
+
 // CodeOf maps a hub error to its wire code.
 func CodeOf(err error) proto.Code {
 	var pe *PeerError
-	switch {
-	case errors.As(err, &pe):
+	if errors.As(err, &pe) {
 		return pe.Code
-	case errors.Is(err, ErrDeviceOffline):
-		return proto.CodeDeviceOffline
-	case errors.Is(err, ErrNotFound):
-		return proto.CodeNotFound
-	case errors.Is(err, ErrForbidden):
-		return proto.CodeForbidden
-	case errors.Is(err, ErrUnauthorized):
-		return proto.CodeUnauthorized
-	case errors.Is(err, ErrTimeout):
-		return proto.CodeTimeout
-	case errors.Is(err, ErrRateLimited):
-		return proto.CodeRateLimited
-	case errors.Is(err, ErrRevoked):
-		return proto.CodeRevoked
-	case errors.Is(err, ErrViewerCap):
-		return proto.CodeViewerCap
+	}
+	for _, w := range wireErrors {
+		if errors.Is(err, w.err) {
+			return w.code
+		}
 	}
 	return proto.CodeInternal
+}
+
+// Sentence is the message a person sees for a hub error.
+func Sentence(err error) string {
+	var pe *PeerError
+	if errors.As(err, &pe) {
+		return pe.Message
+	}
+	for _, w := range wireErrors {
+		if errors.Is(err, w.err) {
+			return w.say
+		}
+	}
+	return "Something went wrong on the server."
 }
 
 // PeerError is an error message the device sent about a session.

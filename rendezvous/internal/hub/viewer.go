@@ -41,7 +41,7 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse T
 			s, err := h.openFromViewer(ctx, v, parse, m, ep)
 			if err != nil {
 				log.Info("open refused", "device", m.Device, "camera", m.Camera, "err", err)
-				c.SendError("", CodeOf(err), sentence(err))
+				c.SendError("", CodeOf(err), Sentence(err))
 				continue
 			}
 			mine = append(mine, s.id)
@@ -52,11 +52,11 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse T
 				err = h.toDevice(ep, m.Session, fwd)
 			}
 			if err != nil {
-				c.SendError(m.Session, CodeOf(err), sentence(err))
+				c.SendError(m.Session, CodeOf(err), Sentence(err))
 			}
 		case *proto.Candidate:
 			if err := h.toDevice(ep, m.Session, m); err != nil {
-				c.SendError(m.Session, CodeOf(err), sentence(err))
+				c.SendError(m.Session, CodeOf(err), Sentence(err))
 			}
 		case *proto.Bye:
 			_ = h.toDevice(ep, m.Session, m)
@@ -93,35 +93,6 @@ func (h *Hub) offerFor(ep endpoint, sid, sdp string, trickle bool) (*proto.Offer
 	}
 	return &proto.Offer{Session: sid, SDP: sdp, Camera: s.camera, Stream: s.stream, Token: s.token, Trickle: &trickle}, nil
 }
-
-// sentence is the message a person sees for a hub error.
-func sentence(err error) string {
-	var pe *PeerError
-	switch {
-	case errors.As(err, &pe):
-		return pe.Message
-	case errors.Is(err, ErrDeviceOffline):
-		return "The device is offline. Check that the recorder is powered and on the internet."
-	case errors.Is(err, ErrNotFound):
-		return "No such device or camera on this account."
-	case errors.Is(err, ErrForbidden):
-		return "Your access does not include this camera."
-	case errors.Is(err, ErrUnauthorized):
-		return "Sign in again, or ask the owner for a new link."
-	case errors.Is(err, ErrTimeout):
-		return "The device did not answer in time. Try again."
-	case errors.Is(err, ErrRevoked):
-		return "The owner revoked this share. Ask them for a new link."
-	case errors.Is(err, ErrRateLimited):
-		return "Too many failed attempts from your network. Wait a minute and try again."
-	case errors.Is(err, ErrViewerCap):
-		return "Too many people are watching this link right now (" + err.Error() + "). Try again later."
-	}
-	return "Something went wrong on the server."
-}
-
-// Sentence is the message a person sees for a hub error.
-func Sentence(err error) string { return sentence(err) }
 
 // whepViewer waits for the device's answer to a WHEP offer.
 type whepViewer struct {
