@@ -25,14 +25,16 @@ func onlineDevice(t *testing.T, s *testServer) *device {
 	t.Helper()
 	d, ch := connectDevice(t, s, nil)
 	send(t, d.ws, &proto.Auth{Signature: ed25519.Sign(d.key, proto.AuthPayload(ch.Nonce, d.id))})
-	if _, ok := recv(t, d.ws).(*proto.Welcome); !ok {
-		t.Fatal("no welcome")
+	if m := recv(t, d.ws); !isWelcome(m) {
+		t.Fatalf("got %#v, want a welcome", m)
 	}
 	if err := ClaimDevice(context.Background(), s.dir, "alice", d.id, ""); err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
+
+func isWelcome(m proto.Message) bool { _, ok := m.(*proto.Welcome); return ok }
 
 // The security suite: every case is refused with its documented wire code.
 func TestSecuritySuite(t *testing.T) {

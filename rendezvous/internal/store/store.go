@@ -98,7 +98,11 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
 	path := filepath.Join(dir, "rendezvous.db")
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	// Transactions take the write lock when they begin: a deferred one that
+	// reads and then writes fails at once with SQLITE_BUSY in WAL mode when
+	// another connection (the admin CLI, say) wrote in between, and
+	// busy_timeout cannot help it.
+	db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
