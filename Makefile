@@ -2,13 +2,39 @@
 GO      ?= go
 BIN     := bin
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/peercam/peercam/device-agent/agent.Version=$(VERSION)
+COMMIT  ?= $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { git diff --quiet HEAD 2>/dev/null && echo $$c || echo $$c+dirty; })
+COMMIT_TIME ?= $(shell git log -1 --format=%cI 2>/dev/null)
+AGENT   := github.com/peercam/peercam/device-agent/agent
+LDFLAGS := -s -w -X $(AGENT).Version=$(VERSION) -X $(AGENT).Commit=$(COMMIT) -X $(AGENT).CommitTime=$(COMMIT_TIME)
 
-.PHONY: build demo test test-short lint deps bench fuzz clean
+# Agent targets for make cross: name GOOS GOARCH variant-variable=value.
+# ARMv5/v6/v7 cover older and current 32-bit recorder SoCs (HiSilicon,
+# Ingenic's ARM parts, Novatek); MIPS boxes rarely have an FPU, hence
+# softfloat.
+CROSS := \
+	linux-armv5:linux:arm:GOARM=5 \
+	linux-armv6:linux:arm:GOARM=6 \
+	linux-armv7:linux:arm:GOARM=7 \
+	linux-arm64:linux:arm64: \
+	linux-mipsle:linux:mipsle:GOMIPS=softfloat \
+	linux-mips:linux:mips:GOMIPS=softfloat \
+	linux-amd64:linux:amd64:
+
+.PHONY: build cross demo test test-short lint deps bench fuzz lab clean
 
 build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./device-agent ./rendezvous ./firmware-sim
+
+# Static, stripped agents for recorder hardware: bin/device-agent-<os>-<arch>.
+cross:
+	@mkdir -p $(BIN)
+	@for t in $(CROSS); do \
+		name=$${t%%:*}; rest=$${t#*:}; os=$${rest%%:*}; rest=$${rest#*:}; arch=$${rest%%:*}; var=$${rest#*:}; \
+		env CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $$var $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+			-o $(BIN)/device-agent-$$name ./device-agent || exit 1; \
+		stat -c %s $(BIN)/device-agent-$$name | awk -v f=$(BIN)/device-agent-$$name '{ printf "%-30s %5.1f MB\n", f, $$1/1048576 }'; \
+	done
 
 # A simulated 4-channel NVR, a rendezvous and an agent, claimed by a demo owner.
 demo: build

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime"
 	"syscall"
 
 	"github.com/peercam/peercam/device-agent/agent"
@@ -27,7 +26,7 @@ func main() {
 	flag.Parse()
 
 	if *version {
-		fmt.Printf("device-agent %s %s/%s\n", agent.Version, runtime.GOOS, runtime.GOARCH)
+		fmt.Println(agent.BuildInfo())
 		return
 	}
 	cfg, err := agent.LoadConfig(*path)

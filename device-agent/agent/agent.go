@@ -25,9 +25,6 @@ import (
 	"github.com/peercam/peercam/proto"
 )
 
-// Version is stamped at build time.
-var Version = "dev"
-
 // Agent is a configured, not yet running, device agent.
 type Agent struct {
 	cfg Config
