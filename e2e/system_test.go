@@ -38,12 +38,21 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-func startSystem(t testing.TB) *system {
+// infra is the part of a system that is not the agent: a simulated NVR with
+// channels channels and a rendezvous with an owner account, on 127.0.0.1.
+type infra struct {
+	sim     *nvr.Server
+	rv      *server.Server
+	dataDir string
+	ctx     context.Context
+}
+
+func startInfra(t testing.TB, channels int) *infra {
 	t.Helper()
 	log := testLogger(t)
 	simCfg := nvr.DefaultConfig()
 	simCfg.Listen = "127.0.0.1:0"
-	simCfg.Channels = 4
+	simCfg.Channels = channels
 	simCfg.Logger = log
 	sim, err := nvr.Start(simCfg)
 	if err != nil {
@@ -64,9 +73,18 @@ func startSystem(t testing.TB) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	rvDone := make(chan struct{})
 	go func() { defer close(rvDone); _ = rv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-rvDone })
 	if err := server.AddUser(context.Background(), dataDir, ownerName, ownerPass); err != nil {
 		t.Fatal(err)
 	}
+	return &infra{sim: sim, rv: rv, dataDir: dataDir, ctx: ctx}
+}
+
+func startSystem(t testing.TB) *system {
+	t.Helper()
+	log := testLogger(t)
+	in := startInfra(t, 4)
+	sim, rv, dataDir, ctx := in.sim, in.rv, in.dataDir, in.ctx
 
 	agCfg := agent.DefaultConfig()
 	agCfg.Rendezvous = rv.URL()
@@ -88,11 +106,7 @@ func startSystem(t testing.TB) *system {
 	agCtx, agCancel := context.WithCancel(ctx)
 	agDone := make(chan struct{})
 	go func() { defer close(agDone); _ = ag.Run(agCtx) }()
-	t.Cleanup(func() {
-		cancel()
-		<-agDone
-		<-rvDone
-	})
+	t.Cleanup(func() { agCancel(); <-agDone })
 	waitFor(t, 10*time.Second, "agent online", func() bool { return rv.Hub().Online(ag.ID()) })
 	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
 		t.Fatal(err)

@@ -74,6 +74,12 @@ func whepPost(t testing.TB, url, token string, pc *webrtc.PeerConnection) (int, 
 // watchWHEP plays a camera through WHEP until it has seen want frames.
 func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 	t.Helper()
+	return watchWHEPWithin(t, base, token, want, 20*time.Second)
+}
+
+// watchWHEPWithin is watchWHEP with a deadline for all want frames.
+func watchWHEPWithin(t testing.TB, base, token string, want int, within time.Duration) whepResult {
+	t.Helper()
 	pc := newLoopbackPC(t)
 	defer pc.Close()
 	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
@@ -129,7 +135,7 @@ func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 		t.Fatal(err)
 	}
 	var res whepResult
-	timeout := time.After(20 * time.Second)
+	timeout := time.After(within)
 	for res.frames < want {
 		select {
 		case f := <-frames:
@@ -149,7 +155,7 @@ func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 				}
 			}
 		case <-timeout:
-			t.Fatalf("only %d frames after 20 s", res.frames)
+			t.Fatalf("only %d frames after %s", res.frames, within)
 		}
 	}
 	res.audioPackets = audioPackets.Load()
