@@ -7,8 +7,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/peercam/peercam/device-agent/agent"
@@ -21,6 +23,11 @@ func main() {
 	rendezvous := flag.String("rendezvous", "", "rendezvous URL (overrides the config file)")
 	stateDir := flag.String("state-dir", "", "state directory (overrides the config file)")
 	webrtcListen := flag.String("webrtc-listen", "", "UDP address for WebRTC (overrides the config file)")
+	var memoryLimit *agent.Size
+	flag.Func("memory-limit", "soft memory limit, e.g. 48MiB, or off (overrides the config file and GOMEMLIMIT; default 48MiB)", func(v string) error {
+		memoryLimit = new(agent.Size)
+		return memoryLimit.UnmarshalText([]byte(v))
+	})
 	printID := flag.Bool("print-id", false, "print the device ID (creating the key if needed) and exit")
 	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
@@ -42,6 +49,9 @@ func main() {
 	if *webrtcListen != "" {
 		cfg.WebRTCListen = *webrtcListen
 	}
+	if memoryLimit != nil {
+		cfg.MemoryLimit = *memoryLimit
+	}
 	if *printID {
 		id, err := identity.Load(cfg.StateDir)
 		if err != nil {
@@ -50,7 +60,17 @@ func main() {
 		fmt.Println(id.ID)
 		return
 	}
-	log, err := logging.New(os.Stderr, cfg.LogLevel)
+	if err := cfg.Validate(); err != nil {
+		fail(err)
+	}
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(int64(cfg.MemoryLimit))
+	} else {
+		debug.SetMemoryLimit(math.MaxInt64)
+	}
+	logOut := cfg.LogWriter()
+	defer logOut.Close()
+	log, err := logging.New(logOut, cfg.LogLevel)
 	if err != nil {
 		fail(fmt.Errorf("agent: log_level: %w", err))
 	}

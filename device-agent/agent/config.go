@@ -34,6 +34,22 @@ type Config struct {
 	MaxViewers int `yaml:"max_viewers"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
+	// LogFile, when set, sends the log to this file instead of stderr, kept
+	// under LogMaxSize with one older file beside it (its name gets a time
+	// stamp). Recorders have a few MB of flash that wears out: the default
+	// is stderr only.
+	LogFile string `yaml:"log_file"`
+	// LogMaxSize caps LogFile, in whole MiB. Default 1MiB.
+	LogMaxSize Size `yaml:"log_max_size"`
+	// MemoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT): near
+	// it, the garbage collector works harder instead of letting the heap
+	// grow. Default 48MiB, which leaves room on a 128 MB recorder; "off"
+	// removes it.
+	MemoryLimit Size `yaml:"memory_limit"`
+	// RendezvousCA is an optional PEM file of CA certificates to trust for
+	// the rendezvous, for a self-hosted one with its own CA. Without it the
+	// system's roots are used, or a built-in set where the box has none.
+	RendezvousCA string `yaml:"rendezvous_ca"`
 	// Cameras lists single cameras.
 	Cameras []CameraConfig `yaml:"cameras"`
 	// NVR describes a recorder whose channels follow one URL pattern.
@@ -69,10 +85,11 @@ type NVRConfig struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
-		Linger: 30 * time.Second, MaxViewers: 16, LogLevel: "info"}
+		Linger: 30 * time.Second, MaxViewers: 16, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
 }
 
-// LoadConfig reads a YAML file over the defaults, then the environment.
+// LoadConfig reads a YAML file over the defaults, then the environment
+// (PEERCAM_* and GOMEMLIMIT).
 // Unknown keys are errors: a typo must not silently drop a camera.
 func LoadConfig(path string) (Config, error) {
 	cfg := DefaultConfig()
@@ -95,6 +112,11 @@ func LoadConfig(path string) (Config, error) {
 	}
 	if v := os.Getenv("PEERCAM_WEBRTC_LISTEN"); v != "" {
 		cfg.WebRTCListen = v
+	}
+	if v := os.Getenv("GOMEMLIMIT"); v != "" {
+		if err := cfg.MemoryLimit.UnmarshalText([]byte(v)); err != nil {
+			return cfg, fmt.Errorf("agent: GOMEMLIMIT: %w", err)
+		}
 	}
 	return cfg, nil
 }
@@ -124,6 +146,12 @@ func (c Config) Validate() error {
 	case "tcp", "udp", "auto":
 	default:
 		return fmt.Errorf("agent: rtsp_transport: %q is not tcp, udp or auto", c.RTSPTransport)
+	}
+	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
+		return fmt.Errorf("agent: memory_limit: %s is too small to serve video; use at least 16MiB, or off", c.MemoryLimit)
+	}
+	if c.LogFile != "" && (c.LogMaxSize < 1<<20 || c.LogMaxSize%(1<<20) != 0) {
+		return fmt.Errorf("agent: log_max_size: %s: use whole MiB, at least 1MiB", c.LogMaxSize)
 	}
 	if c.MaxViewers < 1 {
 		return fmt.Errorf("agent: max_viewers: %d must be at least 1", c.MaxViewers)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidate(t *testing.T) {
@@ -98,5 +99,121 @@ cameras:
 	c, err = LoadConfig(write("rendezvous: https://file.example.net\n"))
 	if err != nil || c.Rendezvous != "https://env.example.net" {
 		t.Fatalf("environment does not override the file: %v %q", err, c.Rendezvous)
+	}
+}
+
+func TestSize(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     Size
+		bad      bool
+	}{
+		{"mebibytes", "48MiB", 48 << 20, false},
+		{"kibibytes", "512KiB", 512 << 10, false},
+		{"decimal megabytes", "64MB", 64e6, false},
+		{"short binary", "1G", 1 << 30, false},
+		{"bytes", "4096", 4096, false},
+		{"fraction", "1.5MiB", 3 << 19, false},
+		{"off", "off", 0, false},
+		{"space before unit", "32 MiB", 32 << 20, false},
+		{"bits are not a size", "10Mbit", 0, true},
+		{"negative", "-1MiB", 0, true},
+		{"empty", "", 0, true},
+		{"absurd", "9999999GiB", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s Size
+			err := s.UnmarshalText([]byte(tt.in))
+			if tt.bad {
+				if err == nil || !strings.Contains(err.Error(), "is not a size") {
+					t.Fatalf("%q: err %v, want a refusal", tt.in, err)
+				}
+				return
+			}
+			if err != nil || s != tt.want {
+				t.Fatalf("%q = %d, %v; want %d", tt.in, s, err, tt.want)
+			}
+		})
+	}
+	if got := Size(48 << 20).String(); got != "48MiB" {
+		t.Fatalf("String() = %q", got)
+	}
+}
+
+func TestMemoryAndLogSettings(t *testing.T) {
+	base := func() Config {
+		c := DefaultConfig()
+		c.Rendezvous = "https://rv.example.net"
+		c.Cameras = []CameraConfig{{URL: "rtsp://cam/live"}}
+		return c
+	}
+	if c := base(); c.MemoryLimit != 48<<20 || c.Validate() != nil {
+		t.Fatalf("default memory limit %s", c.MemoryLimit)
+	}
+	c := base()
+	c.MemoryLimit = 8 << 20
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "memory_limit: 8MiB is too small") {
+		t.Fatalf("err %v", err)
+	}
+	c = base()
+	c.LogFile = "/var/log/peercam.log"
+	c.LogMaxSize = 100 << 10
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "log_max_size") {
+		t.Fatalf("err %v", err)
+	}
+
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(path, []byte("rendezvous: https://rv\nmemory_limit: 32MiB\nlog_max_size: 2MiB\ncameras: [{url: rtsp://cam/x}]\n"), 0o600)
+	got, err := LoadConfig(path)
+	if err != nil || got.MemoryLimit != 32<<20 || got.LogMaxSize != 2<<20 {
+		t.Fatalf("loaded %s %s, %v", got.MemoryLimit, got.LogMaxSize, err)
+	}
+	t.Setenv("GOMEMLIMIT", "64MiB")
+	if got, _ := LoadConfig(path); got.MemoryLimit != 64<<20 {
+		t.Fatalf("GOMEMLIMIT not applied: %s", got.MemoryLimit)
+	}
+	os.WriteFile(path, []byte("memory_limit: lots\n"), 0o600)
+	if _, err := LoadConfig(path); err == nil || !strings.Contains(err.Error(), "is not a size") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+// A log file never grows past its cap: at most the file and one older one.
+func TestLogFileCapped(t *testing.T) {
+	dir := t.TempDir()
+	c := DefaultConfig()
+	c.LogFile = filepath.Join(dir, "agent.log")
+	w := c.LogWriter()
+	line := []byte(strings.Repeat("x", 1023) + "\n")
+	for range 3 << 10 { // 3 MiB through a 1 MiB cap
+		if _, err := w.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	var total int64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		entries, _ := os.ReadDir(dir)
+		total = 0
+		for _, e := range entries {
+			info, _ := e.Info()
+			total += info.Size()
+			if info.Size() > 1<<20 {
+				t.Fatalf("%s is %d bytes, over the 1 MiB cap", e.Name(), info.Size())
+			}
+		}
+		if len(entries) <= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d log files, want the log and one older file", len(entries))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if total < 1<<20 {
+		t.Fatalf("only %d bytes kept; the newest lines must survive", total)
 	}
 }
