@@ -13,6 +13,10 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	// Recorders often ship without CA certificates: this set is used only
+	// when the system has none.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/peercam/peercam/device-agent/agent"
 	"github.com/peercam/peercam/device-agent/internal/identity"
 	"github.com/peercam/peercam/internal/logging"

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,7 +140,7 @@ func TestAgentUnderQemu(t *testing.T) {
 			}
 			// Emulation is slow: a cold stream waits for the camera's next
 			// keyframe (up to 4 s) on top of the emulated DTLS handshake.
-			res := watchWHEPWithin(t, fmt.Sprintf("%s/whep/%s/2", in.rv.URL(), a.id), token, 50, 60*time.Second)
+			res := watchWHEPWithin(t, http.DefaultClient, fmt.Sprintf("%s/whep/%s/2", in.rv.URL(), a.id), token, 50, 60*time.Second)
 			t.Logf("%s: %d frames, first after %v, %dx%d", tc.name, res.frames, res.firstFrame, res.width, res.height)
 			if res.width != 1280 || res.height != 720 {
 				t.Fatalf("decoded size %dx%d, want channel 2's main stream at 1280x720", res.width, res.height)

@@ -47,7 +47,7 @@ type infra struct {
 	ctx     context.Context
 }
 
-func startInfra(t testing.TB, channels int) *infra {
+func startInfra(t testing.TB, channels int, mods ...func(*server.Config)) *infra {
 	t.Helper()
 	log := testLogger(t)
 	simCfg := nvr.DefaultConfig()
@@ -66,6 +66,9 @@ func startInfra(t testing.TB, channels int) *infra {
 	rvCfg.HTTPAddr = "127.0.0.1:0"
 	rvCfg.STUNAddr = "127.0.0.1:0"
 	rvCfg.Logger = log
+	for _, m := range mods {
+		m(&rvCfg)
+	}
 	rv, err := server.New(rvCfg)
 	if err != nil {
 		t.Fatal(err)
@@ -82,37 +85,52 @@ func startInfra(t testing.TB, channels int) *infra {
 
 func startSystem(t testing.TB) *system {
 	t.Helper()
-	log := testLogger(t)
 	in := startInfra(t, 4)
-	sim, rv, dataDir, ctx := in.sim, in.rv, in.dataDir, in.ctx
-
-	agCfg := agent.DefaultConfig()
-	agCfg.Rendezvous = rv.URL()
-	agCfg.StateDir = filepath.Join(t.TempDir(), "state")
-	agCfg.WebRTCListen = "127.0.0.1:0"
-	agCfg.NVR = &agent.NVRConfig{
-		URL:      fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}01", sim.Addr()),
-		SubURL:   fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}02", sim.Addr()),
-		Channels: 4,
+	ag, stop := startAgent(t, in, 4, func(c *agent.Config) {
+		// A fifth camera whose password is wrong, as happens after someone
+		// changes it on the camera: viewers must get a clear error.
+		c.Cameras = []agent.CameraConfig{{ID: "gate", Name: "Gate",
+			URL: fmt.Sprintf("rtsp://admin:wrong@%s/Streaming/Channels/101", in.sim.Addr())}}
+	})
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
+		t.Fatal(err)
 	}
-	// A fifth camera whose password is wrong, as happens after someone
-	// changes it on the camera: viewers must get a clear error.
-	agCfg.Cameras = []agent.CameraConfig{{ID: "gate", Name: "Gate",
-		URL: fmt.Sprintf("rtsp://admin:wrong@%s/Streaming/Channels/101", sim.Addr())}}
-	ag, err := agent.New(agCfg, log.With("side", "agent"))
+	return &system{sim: in.sim, rv: in.rv, agent: ag, dataDir: in.dataDir, stopAgent: stop}
+}
+
+// startAgent runs an in-process agent for the infra's first channels NVR
+// channels; mod changes its config. stop takes it offline.
+func startAgent(t testing.TB, in *infra, channels int, mod func(*agent.Config)) (ag *agent.Agent, stop func()) {
+	t.Helper()
+	return startAgentLog(t, in, channels, mod, testLogger(t))
+}
+
+// startAgentLog is startAgent with the agent's logger.
+func startAgentLog(t testing.TB, in *infra, channels int, mod func(*agent.Config), log *slog.Logger) (ag *agent.Agent, stop func()) {
+	t.Helper()
+	cfg := agent.DefaultConfig()
+	cfg.Rendezvous = in.rv.URL()
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	cfg.WebRTCListen = "127.0.0.1:0"
+	cfg.NVR = &agent.NVRConfig{
+		URL:      fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}01", in.sim.Addr()),
+		SubURL:   fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/{channel}02", in.sim.Addr()),
+		Channels: channels,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ag, err := agent.New(cfg, log.With("side", "agent"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	agCtx, agCancel := context.WithCancel(ctx)
-	agDone := make(chan struct{})
-	go func() { defer close(agDone); _ = ag.Run(agCtx) }()
-	t.Cleanup(func() { agCancel(); <-agDone })
-	waitFor(t, 10*time.Second, "agent online", func() bool { return rv.Hub().Online(ag.ID()) })
-	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
-		t.Fatal(err)
-	}
-	stop := func() { agCancel(); <-agDone }
-	return &system{sim: sim, rv: rv, agent: ag, dataDir: dataDir, stopAgent: stop}
+	ctx, cancel := context.WithCancel(in.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return ag, stop
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {

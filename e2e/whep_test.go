@@ -48,6 +48,13 @@ func newLoopbackPC(t testing.TB) *webrtc.PeerConnection {
 // and the answer or error text.
 func whepPost(t testing.TB, url, token string, pc *webrtc.PeerConnection) (int, string, string) {
 	t.Helper()
+	return whepPostWith(t, http.DefaultClient, url, token, pc)
+}
+
+// whepPostWith is whepPost through a given HTTP client (one that trusts a
+// test CA, say).
+func whepPostWith(t testing.TB, client *http.Client, url, token string, pc *webrtc.PeerConnection) (int, string, string) {
+	t.Helper()
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +69,7 @@ func whepPost(t testing.TB, url, token string, pc *webrtc.PeerConnection) (int, 
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,11 +81,12 @@ func whepPost(t testing.TB, url, token string, pc *webrtc.PeerConnection) (int, 
 // watchWHEP plays a camera through WHEP until it has seen want frames.
 func watchWHEP(t testing.TB, base, token string, want int) whepResult {
 	t.Helper()
-	return watchWHEPWithin(t, base, token, want, 20*time.Second)
+	return watchWHEPWithin(t, http.DefaultClient, base, token, want, 20*time.Second)
 }
 
-// watchWHEPWithin is watchWHEP with a deadline for all want frames.
-func watchWHEPWithin(t testing.TB, base, token string, want int, within time.Duration) whepResult {
+// watchWHEPWithin is watchWHEP through client, with a deadline for all want
+// frames.
+func watchWHEPWithin(t testing.TB, client *http.Client, base, token string, want int, within time.Duration) whepResult {
 	t.Helper()
 	pc := newLoopbackPC(t)
 	defer pc.Close()
@@ -124,7 +132,7 @@ func watchWHEPWithin(t testing.TB, base, token string, want int, within time.Dur
 		}
 	})
 	start := time.Now()
-	status, loc, answer := whepPost(t, base, token, pc)
+	status, loc, answer := whepPostWith(t, client, base, token, pc)
 	if status != http.StatusCreated {
 		t.Fatalf("WHEP POST: %d %s", status, answer)
 	}
@@ -165,7 +173,7 @@ func watchWHEPWithin(t testing.TB, base, token string, want int, within time.Dur
 	// DELETE ends the session at the agent.
 	req, _ := http.NewRequest(http.MethodDelete, strings.Split(base, "/whep/")[0]+loc, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,8 @@
 //	  |<-- challenge{nonce}          |  32 random bytes, one use
 //	  | auth{signature}           -->|  Ed25519 over AuthPayload(nonce, device_id)
 //	  |<-- welcome{claimed,owner,    |
-//	  |     server_key,ice_servers}  |
+//	  |     server_key,ice_servers,  |
+//	  |     time}                    |
 //	  |<-- claim_code{code,expires,  |  only while unclaimed; renewed before expiry
 //	  |     url}                     |
 //	  |<-- claimed{owner}            |  when the owner enters the code
@@ -33,7 +34,9 @@
 // lower-case base32 without padding (26 characters): random and not
 // enumerable. A claimed device ID is never re-bound to another key.
 // server_key is the rendezvous's Ed25519 token-signing key; the agent pins it
-// when first claimed and checks every viewer token against it.
+// when first claimed and checks every viewer token against it. time is the
+// rendezvous's clock (RFC 3339); a recorder whose clock reset at boot checks
+// token expiry against it rather than its own.
 //
 // # Viewer flow
 //
@@ -89,6 +92,6 @@
 //
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
 //	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
-//	            expired and viewer_cap for guest shares, and the path message
-//	            (additions only).
+//	            expired and viewer_cap for guest shares, the path message and
+//	            welcome.time (additions only).
 package proto

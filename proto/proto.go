@@ -86,6 +86,9 @@ type Welcome struct {
 	Owner      string      `json:"owner,omitempty"`
 	ServerKey  []byte      `json:"server_key"`
 	ICEServers []ICEServer `json:"ice_servers"`
+	// Time is the rendezvous's clock when it sent the welcome. Agents on
+	// recorders whose clock reset at boot use it to check viewer tokens.
+	Time time.Time `json:"time,omitzero"`
 }
 
 // ClaimCode is the one-time code an unclaimed device shows its owner.

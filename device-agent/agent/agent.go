@@ -4,6 +4,7 @@
 package agent
 
 import (
+	"crypto/x509"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/peercam/peercam/device-agent/internal/clock"
 	"github.com/peercam/peercam/device-agent/internal/fanout"
 	"github.com/peercam/peercam/device-agent/internal/identity"
 	"github.com/peercam/peercam/device-agent/internal/peer"
@@ -38,6 +40,8 @@ type Agent struct {
 	udp   net.PacketConn
 	peers *peer.Manager
 	link  *rvclient.Client
+	// clock is the time for token checks: the rendezvous's, once known.
+	clock *clock.Clock
 
 	mu sync.Mutex // guards the fields below
 	// pinned is the rendezvous token key; nil until the first welcome.
@@ -60,7 +64,8 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, log: log.With("device", id.ID), id: id, cameras: map[string]Camera{}, streams: map[string]*fanout.Stream{}}
+	a := &Agent{cfg: cfg, log: log.With("device", id.ID), id: id, cameras: map[string]Camera{}, streams: map[string]*fanout.Stream{},
+		clock: clock.New(cfg.SystemClock, BuildInfo().Time)}
 	if p, err := id.Pinned(); err == nil && p != nil {
 		a.pinned = p
 	}
@@ -88,8 +93,16 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		IncludeLoopback: loopback,
 		Logger:          a.log,
 	})
+	var roots *x509.CertPool
+	if cfg.RendezvousCA != "" {
+		if roots, err = loadCA(cfg.RendezvousCA); err != nil {
+			a.closeStreams()
+			a.udp.Close()
+			return nil, err
+		}
+	}
 	a.link = rvclient.New(rvclient.Config{URL: cfg.Rendezvous, DeviceID: id.ID, Key: id.Key, Version: Version,
-		Cameras: protoCams, Handle: a.handle, Logger: a.log})
+		Cameras: protoCams, Handle: a.handle, Logger: a.log, Roots: roots, Clock: a.clock})
 	return a, nil
 }
 
@@ -156,6 +169,13 @@ func (a *Agent) onWelcome(w *proto.Welcome) {
 			"refusing its viewers. If the server was rebuilt on purpose, delete rendezvous.pub in the state dir",
 			"err", err)
 	}
+	if !w.Time.IsZero() {
+		sys := a.clock.System()
+		if skew := a.clock.Learn(w.Time); skew.Abs() > time.Minute {
+			a.log.Warn("this box's clock is wrong; using the rendezvous's time for token checks (set up NTP to fix it)",
+				"box_clock", sys.UTC().Format(time.RFC3339), "rendezvous_clock", w.Time.UTC().Format(time.RFC3339))
+		}
+	}
 	p, _ := a.id.Pinned()
 	a.mu.Lock()
 	a.pinned = p
@@ -219,7 +239,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
-		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: claims.ExpiresAt.Time})
+		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time))})
 	switch {
 	case err == nil:
 		log.Info("session answered", "stream", kind, "subject", claims.Subject)
@@ -246,7 +266,7 @@ func (a *Agent) checkToken(o *proto.Offer) (*viewertoken.Claims, error) {
 	if o.Token == "" {
 		return nil, fmt.Errorf("%w: the offer carries no token", viewertoken.ErrInvalid)
 	}
-	c, err := viewertoken.Parse(pinned, o.Token, time.Now())
+	c, err := viewertoken.Parse(pinned, o.Token, a.clock.Now())
 	if err != nil {
 		return nil, err
 	}
@@ -266,4 +286,17 @@ func sentence(s string) string {
 		s += "."
 	}
 	return s
+}
+
+// loadCA reads the rendezvous_ca file.
+func loadCA(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: rendezvous_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("agent: rendezvous_ca: %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

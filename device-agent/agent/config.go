@@ -50,6 +50,10 @@ type Config struct {
 	// the rendezvous, for a self-hosted one with its own CA. Without it the
 	// system's roots are used, or a built-in set where the box has none.
 	RendezvousCA string `yaml:"rendezvous_ca"`
+
+	// SystemClock reads the box's clock; tests set a wrong one. Nil is
+	// time.Now.
+	SystemClock func() time.Time `yaml:"-"`
 	// Cameras lists single cameras.
 	Cameras []CameraConfig `yaml:"cameras"`
 	// NVR describes a recorder whose channels follow one URL pattern.

@@ -6,6 +6,8 @@ package rvclient
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/peercam/peercam/device-agent/internal/clock"
 	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
 )
@@ -38,6 +41,11 @@ type Config struct {
 	// Calls come from one goroutine; Handle must not block for long.
 	Handle func(proto.Message)
 	Logger *slog.Logger
+	// Roots are the CAs trusted for an https rendezvous; nil means the
+	// system's (or the built-in set where the box has none).
+	Roots *x509.CertPool
+	// Clock is the time certificates are checked at; nil is the system's.
+	Clock *clock.Clock
 }
 
 // Client is the signaling link.
@@ -123,7 +131,15 @@ func (c *Client) once(ctx context.Context) error {
 	}
 	dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ws, resp, err := websocket.DefaultDialer.DialContext(dctx, wsURL, http.Header{"User-Agent": {"peercam-agent/" + c.cfg.Version}})
+	dialer := *websocket.DefaultDialer
+	dialer.TLSClientConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The standard check runs in verify, at the agent's clock rather than
+		// the box's.
+		InsecureSkipVerify: true,
+		VerifyConnection:   c.verify,
+	}
+	ws, resp, err := dialer.DialContext(dctx, wsURL, http.Header{"User-Agent": {"peercam-agent/" + c.cfg.Version}})
 	if err != nil {
 		if resp != nil {
 			return fmt.Errorf("dial %s: HTTP %s", wsURL, resp.Status)
@@ -179,6 +195,49 @@ func (c *Client) once(ctx context.Context) error {
 		}
 		c.cfg.Handle(m)
 	}
+}
+
+// verify is the standard certificate check (chain to a trusted root, host
+// name, validity), with one allowance: when the box's clock is plainly wrong
+// (before the agent's build) and the rendezvous has not told the time yet, a
+// chain that fails only on time is checked at its own issue time instead. A
+// recorder whose clock reset at boot can then still reach the one server that
+// will tell it the time, and tokens are still checked against the pinned key.
+func (c *Client) verify(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("tls: the rendezvous sent no certificate")
+	}
+	leaf := cs.PeerCertificates[0]
+	opts := x509.VerifyOptions{Roots: c.cfg.Roots, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
+	for _, ic := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	if c.cfg.Clock != nil {
+		opts.CurrentTime = c.cfg.Clock.Now()
+	}
+	_, err := leaf.Verify(opts)
+	var inv x509.CertificateInvalidError
+	if err == nil || !errors.As(err, &inv) || inv.Reason != x509.Expired {
+		return err
+	}
+	if c.cfg.Clock == nil || !c.cfg.Clock.Implausible() {
+		return fmt.Errorf("%w (this box's clock says %s; if that is wrong, set it or enable NTP)",
+			err, opts.CurrentTime.UTC().Format(time.RFC3339))
+	}
+	// The latest issue time in the chain: every certificate was valid then.
+	at := leaf.NotBefore
+	for _, ic := range cs.PeerCertificates[1:] {
+		if ic.NotBefore.After(at) {
+			at = ic.NotBefore
+		}
+	}
+	opts.CurrentTime = at.Add(time.Second)
+	if _, err2 := leaf.Verify(opts); err2 != nil {
+		return err
+	}
+	c.log.Warn("this box's clock is before the agent was built; accepting the rendezvous certificate as of its issue time until the rendezvous tells the time",
+		"box_clock", c.cfg.Clock.System().UTC().Format(time.RFC3339))
+	return nil
 }
 
 func refusal(m proto.Message) error {

@@ -321,6 +321,7 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 		return nil, err
 	}
 	if err := c.Send(&proto.Welcome{
+		Time:       time.Now().UTC(),
 		Claimed:    rec.OwnerID != 0,
 		Owner:      rec.OwnerName,
 		ServerKey:  h.cfg.Key.Public().(ed25519.PublicKey),
