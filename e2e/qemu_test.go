@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -36,11 +37,25 @@ type runningAgent struct {
 	log *os.File
 }
 
-// startAgentBinary runs bin (under qemu when qemu is not empty) with a config
-// for the infra's NVR, waits until it is online and claims it.
-func startAgentBinary(t testing.TB, in *infra, qemu, bin string, channels int, extraYAML string) *runningAgent {
+// agentRun says how to run an agent binary.
+type agentRun struct {
+	// wrap is the command line the binary runs under: qemu-arm-static, or
+	// unshare and a script, say.
+	wrap []string
+	// stateDir defaults to a fresh temporary directory.
+	stateDir string
+	// yaml is appended to the generated config.
+	yaml string
+}
+
+// startAgentBinary runs bin with a config for the infra's NVR, waits until it
+// is online and claims it.
+func startAgentBinary(t testing.TB, in *infra, bin string, channels int, run agentRun) *runningAgent {
 	t.Helper()
 	dir := t.TempDir()
+	if run.stateDir == "" {
+		run.stateDir = filepath.Join(dir, "state")
+	}
 	cfg := fmt.Sprintf(`rendezvous: %s
 state_dir: %s
 webrtc_listen: 127.0.0.1:0
@@ -48,20 +63,18 @@ nvr:
   url: rtsp://admin:admin@%s/Streaming/Channels/{channel}01
   sub_url: rtsp://admin:admin@%s/Streaming/Channels/{channel}02
   channels: %d
-%s`, in.rv.URL(), filepath.Join(dir, "state"), in.sim.Addr(), in.sim.Addr(), channels, extraYAML)
+%s`, in.rv.URL(), run.stateDir, in.sim.Addr(), in.sim.Addr(), channels, run.yaml)
 	cfgPath := filepath.Join(dir, "agent.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	argv := func(args ...string) *exec.Cmd {
-		if qemu != "" {
-			return exec.Command(qemu, append([]string{bin}, args...)...)
-		}
-		return exec.Command(bin, args...)
+		full := append(append(append([]string{}, run.wrap...), bin), args...)
+		return exec.Command(full[0], full[1:]...)
 	}
-	out, err := argv("-config", cfgPath, "-print-id").Output()
+	out, err := argv("-config", cfgPath, "-print-id").CombinedOutput()
 	if err != nil {
-		t.Fatalf("%s -print-id: %v", filepath.Base(bin), err)
+		t.Fatalf("%s -print-id: %v\n%s", filepath.Base(bin), err, out)
 	}
 	id := strings.TrimSpace(string(out))
 	logf, err := os.Create(filepath.Join(dir, "agent.log"))
@@ -133,7 +146,7 @@ func TestAgentUnderQemu(t *testing.T) {
 			if err != nil || !strings.Contains(string(out), "linux/"+tc.goarch) {
 				t.Fatalf("-version under %s: %q %v", tc.qemu, out, err)
 			}
-			a := startAgentBinary(t, in, qemu, bin, 2, "")
+			a := startAgentBinary(t, in, bin, 2, agentRun{wrap: []string{qemu}})
 			token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"2"}, time.Hour)
 			if err != nil {
 				t.Fatal(err)
@@ -146,5 +159,56 @@ func TestAgentUnderQemu(t *testing.T) {
 				t.Fatalf("decoded size %dx%d, want channel 2's main stream at 1280x720", res.width, res.height)
 			}
 		})
+	}
+}
+
+// On a recorder the firmware is read-only and only a small data partition is
+// writable. The agent, run with every mount read-only except its state dir,
+// creates its key there, comes online and serves a viewer.
+func TestAgentReadOnlyFilesystem(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the agent")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root for a mount namespace; CI runs as root")
+	}
+	in := startInfra(t, 1)
+	bin := agentBinary(t, runtime.GOARCH)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// The wrapper runs the agent in a private mount namespace where every
+	// mount is remounted read-only, then the state dir alone is bound back
+	// writable.
+	wrapper := filepath.Join(dir, "readonly.sh")
+	script := `#!/bin/sh
+set -e
+state=$1; shift
+mount --bind "$state" "$state"
+awk '{print $2}' /proc/self/mounts | while read -r m; do
+	mount -o remount,bind,ro "$m" 2>/dev/null || true
+done
+mount -o remount,bind,rw "$state"
+if touch /tmp/peercam-probe 2>/dev/null; then echo "/tmp is still writable" >&2; exit 3; fi
+exec "$@"
+`
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a := startAgentBinary(t, in, bin, 1, agentRun{stateDir: state,
+		wrap: []string{"unshare", "--mount", "--propagation", "private", wrapper, state}})
+	token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := watchWHEP(t, fmt.Sprintf("%s/whep/%s/1", in.rv.URL(), a.id), token, 10)
+	if res.width != 1280 {
+		t.Fatalf("decoded width %d", res.width)
+	}
+	entries, _ := os.ReadDir(state)
+	if len(entries) == 0 {
+		t.Fatal("nothing in the state dir: where did the key go?")
 	}
 }
