@@ -65,6 +65,13 @@ deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v ffprobe  >/dev/null || missing="$$missing ffmpeg"; \
 	[ -f /usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf ] || missing="$$missing fonts-dejavu-core"; \
+	command -v qemu-arm-static >/dev/null || missing="$$missing qemu-user-static"; \
+	command -v busybox  >/dev/null || missing="$$missing busybox"; \
+	command -v ip       >/dev/null || missing="$$missing iproute2"; \
+	command -v iptables >/dev/null || missing="$$missing iptables"; \
+	command -v nft      >/dev/null || missing="$$missing nftables"; \
+	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v miniupnpd  >/dev/null || missing="$$missing miniupnpd"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
