@@ -9,9 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/rendezvous/server"
 )
@@ -210,5 +214,103 @@ exec "$@"
 	entries, _ := os.ReadDir(state)
 	if len(entries) == 0 {
 		t.Fatal("nothing in the state dir: where did the key go?")
+	}
+}
+
+// whepViewer is a pion WHEP viewer that counts the video bytes it receives.
+type whepViewer struct {
+	pc    *webrtc.PeerConnection
+	bytes atomic.Int64
+}
+
+// openWHEPViewer starts a viewer from the calling goroutine and lets it run.
+func openWHEPViewer(tb testing.TB, url, token string) *whepViewer {
+	tb.Helper()
+	v := &whepViewer{pc: newLoopbackPC(tb)}
+	tb.Cleanup(func() { v.pc.Close() })
+	if _, err := v.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		tb.Fatal(err)
+	}
+	v.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := tr.Read(buf)
+			if err != nil {
+				return
+			}
+			v.bytes.Add(int64(n))
+		}
+	})
+	status, _, answer := whepPost(tb, url, token, v.pc)
+	if status != http.StatusCreated {
+		tb.Fatalf("WHEP POST: %d %s", status, answer)
+	}
+	if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// procMemory reads a process's resident set and its peak, in MiB.
+func procMemory(tb testing.TB, pid int) (rss, peak float64) {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	return rss, peak
+}
+
+// BenchmarkAgentRSS measures the agent's memory with 4 cameras and 2 viewers
+// on each camera's main stream, after 10 s of streaming: natively, and as
+// the ARMv7 build under qemu-user (whose figure includes the emulator's
+// own memory, so it overstates a real ARM box).
+func BenchmarkAgentRSS(b *testing.B) {
+	for _, tc := range []struct {
+		name, goarch, env string
+		wrap              []string
+	}{
+		{"amd64", "amd64", "", nil},
+		{"armv7-qemu", "arm", "GOARM=7", []string{"qemu-arm-static"}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			in := startInfra(b, 4)
+			bin := agentBinary(b, tc.goarch, tc.env)
+			a := startAgentBinary(b, in, bin, 4, agentRun{wrap: tc.wrap})
+			token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"1", "2", "3", "4"}, time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var viewers []*whepViewer
+			for cam := 1; cam <= 4; cam++ {
+				for range 2 {
+					viewers = append(viewers, openWHEPViewer(b, fmt.Sprintf("%s/whep/%s/%d", in.rv.URL(), a.id, cam), token))
+				}
+			}
+			time.Sleep(10 * time.Second)
+			for i, v := range viewers {
+				if v.bytes.Load() == 0 {
+					b.Fatalf("viewer %d received nothing", i)
+				}
+			}
+			rss, peak := procMemory(b, a.cmd.Process.Pid)
+			for range b.N {
+			}
+			b.ReportMetric(rss, "RSS-MiB")
+			b.ReportMetric(peak, "peak-RSS-MiB")
+		})
 	}
 }
