@@ -68,6 +68,7 @@ deps:
 	command -v qemu-arm-static >/dev/null || missing="$$missing qemu-user-static"; \
 	command -v busybox  >/dev/null || missing="$$missing busybox"; \
 	command -v ip       >/dev/null || missing="$$missing iproute2"; \
+	command -v ping     >/dev/null || missing="$$missing iputils-ping"; \
 	command -v iptables >/dev/null || missing="$$missing iptables"; \
 	command -v nft      >/dev/null || missing="$$missing nftables"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \

@@ -1,0 +1,316 @@
+// Package lab builds a small Internet out of Linux network namespaces, veth
+// pairs and nftables NAT, so tests can put a device agent behind a home
+// router and a viewer behind another, each with the NAT behaviour real
+// routers have, and watch what crosses which link. It needs root.
+//
+//	            "public" segment 11.0.0.0/24, bridge in the inet namespace
+//	   ┌───────────────┬──────────────┬────────────────────┬────────────────────┐
+//	 rv 11.0.0.2     turn 11.0.0.3   home router            viewer router
+//	 (rendezvous,    (coturn,        WAN 11.0.0.11          WAN 11.0.0.22
+//	  its STUN)       when asked)     │ NAT: none|cone|sym    │ NAT: none|cone|sym
+//	                                 home LAN               viewer LAN
+//	                                 agent + firmware-sim   viewer
+//
+// The public addresses are not reserved ones because miniupnpd refuses to
+// map ports on a reserved WAN address; they exist only inside the lab, which
+// has no route out. Behind a NAT the LANs use RFC 1918 addresses; with NAT
+// "none" they are public subnets routed by the inet namespace.
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+)
+
+// NAT is a router's behaviour.
+type NAT string
+
+const (
+	// NATNone routes a public subnet: the host has a public address and no
+	// firewall.
+	NATNone NAT = "none"
+	// NATCone is endpoint-independent mapping (MASQUERADE keeps the source
+	// port) with the usual stateful filtering: a full or port-restricted
+	// cone, what most home routers do.
+	NATCone NAT = "cone"
+	// NATSymmetric gives every destination a new random port
+	// (masquerade fully-random): what carrier-grade NATs and some
+	// enterprise firewalls do, and what defeats hole punching.
+	NATSymmetric NAT = "symmetric"
+)
+
+// NATs lists the behaviours, for matrices.
+var NATs = []NAT{NATNone, NATCone, NATSymmetric}
+
+// Addresses in the lab.
+const (
+	InetAddr         = "11.0.0.1"
+	RendezvousAddr   = "11.0.0.2"
+	TURNAddr         = "11.0.0.3"
+	HomeRouterWAN    = "11.0.0.11"
+	ViewerRouterWAN  = "11.0.0.22"
+	homeLANNAT       = "192.168.1"
+	viewerLANNAT     = "10.0.0"
+	homeLANPublic    = "11.0.1"
+	viewerLANPublic  = "11.0.2"
+	publicPrefixBits = 24
+)
+
+// Config chooses each router's NAT.
+type Config struct {
+	// Name prefixes the namespaces; default "pc" plus the process ID, so
+	// two test processes do not collide.
+	Name      string
+	AgentNAT  NAT
+	ViewerNAT NAT
+}
+
+// Lab is a built lab; Close tears it down.
+type Lab struct {
+	cfg Config
+	// Namespace names.
+	Inet, RV, TURN, HomeRouter, Home, ViewerRouter, Viewer string
+	// HomeAddr and ViewerAddr are the hosts' LAN addresses; HomeGateway is
+	// the home router's LAN address.
+	HomeAddr, ViewerAddr, HomeGateway string
+	made                              []string
+}
+
+// New builds the lab. On error it tears down what it made.
+func New(cfg Config) (l *Lab, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("lab: needs root (network namespaces)")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "pc" + strconv.Itoa(os.Getpid()%100000)
+	}
+	for _, n := range []NAT{cfg.AgentNAT, cfg.ViewerNAT} {
+		if n != NATNone && n != NATCone && n != NATSymmetric {
+			return nil, fmt.Errorf("lab: NAT %q: want none, cone or symmetric", n)
+		}
+	}
+	p := cfg.Name + "-"
+	l = &Lab{cfg: cfg, Inet: p + "inet", RV: p + "rv", TURN: p + "turn", HomeRouter: p + "hrt",
+		Home: p + "home", ViewerRouter: p + "vrt", Viewer: p + "view"}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	for _, ns := range []string{l.Inet, l.RV, l.TURN, l.HomeRouter, l.Home, l.ViewerRouter, l.Viewer} {
+		_ = exec.Command("ip", "netns", "del", ns).Run() // a leftover from a killed run
+		if err := run("ip", "netns", "add", ns); err != nil {
+			return nil, err
+		}
+		l.made = append(l.made, ns)
+		if err := l.ip(ns, "link", "set", "lo", "up"); err != nil {
+			return nil, err
+		}
+	}
+	// The public segment: a bridge in the inet namespace, which also routes
+	// the public LAN subnets of NAT-less routers.
+	if err := l.ip(l.Inet, "link", "add", "br0", "type", "bridge"); err != nil {
+		return nil, err
+	}
+	if err := l.ip(l.Inet, "addr", "add", InetAddr+"/24", "dev", "br0"); err != nil {
+		return nil, err
+	}
+	if err := l.ip(l.Inet, "link", "set", "br0", "up"); err != nil {
+		return nil, err
+	}
+	if err := l.sysctl(l.Inet, "net.ipv4.ip_forward=1"); err != nil {
+		return nil, err
+	}
+	for _, c := range []struct{ ns, addr string }{
+		{l.RV, RendezvousAddr}, {l.TURN, TURNAddr}, {l.HomeRouter, HomeRouterWAN}, {l.ViewerRouter, ViewerRouterWAN},
+	} {
+		if err := l.link(l.Inet, "br0", c.ns, "wan", c.addr+"/24"); err != nil {
+			return nil, err
+		}
+		if err := l.ip(c.ns, "route", "add", "default", "via", InetAddr); err != nil {
+			return nil, err
+		}
+	}
+	l.HomeAddr, l.HomeGateway, err = l.site(l.HomeRouter, l.Home, HomeRouterWAN, cfg.AgentNAT, homeLANNAT, homeLANPublic)
+	if err != nil {
+		return nil, err
+	}
+	l.ViewerAddr, _, err = l.site(l.ViewerRouter, l.Viewer, ViewerRouterWAN, cfg.ViewerNAT, viewerLANNAT, viewerLANPublic)
+	if err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// site wires a router and the host behind it and returns the host's and the
+// router's LAN addresses.
+func (l *Lab) site(router, host, wan string, nat NAT, natLAN, publicLAN string) (hostAddr, gw string, err error) {
+	lan := natLAN
+	if nat == NATNone {
+		lan = publicLAN
+		// The inet namespace routes the public subnet to this router.
+		if err := l.ip(l.Inet, "route", "add", lan+".0/24", "via", wan); err != nil {
+			return "", "", err
+		}
+	}
+	gw, hostAddr = lan+".1", lan+".10"
+	if err := l.link(router, "", host, "eth0", hostAddr+"/24"); err != nil {
+		return "", "", err
+	}
+	if err := l.ip(router, "addr", "add", gw+"/24", "dev", "lan"); err != nil {
+		return "", "", err
+	}
+	if err := l.ip(host, "route", "add", "default", "via", gw); err != nil {
+		return "", "", err
+	}
+	if err := l.sysctl(router, "net.ipv4.ip_forward=1"); err != nil {
+		return "", "", err
+	}
+	return hostAddr, gw, l.nft(router, rules(nat))
+}
+
+// rules is a router's nftables ruleset. The chains named *miniupnpd are the
+// ones miniupnpd fills when it runs on the router (see MiniUPnPdConfig).
+func rules(nat NAT) string {
+	masq := ""
+	filter := "policy drop;\n\t\tct state established,related accept\n\t\tiifname \"lan\" oifname \"wan\" accept\n\t\tjump miniupnpd"
+	switch nat {
+	case NATNone:
+		filter = "policy accept;"
+	case NATCone:
+		masq = `oifname "wan" masquerade`
+	case NATSymmetric:
+		masq = `oifname "wan" masquerade fully-random`
+	}
+	return fmt.Sprintf(`table inet filter {
+	chain forward {
+		type filter hook forward priority 0; %s
+	}
+	chain miniupnpd {
+	}
+	chain prerouting {
+		type nat hook prerouting priority -100; policy accept;
+		jump prerouting_miniupnpd
+	}
+	chain postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		jump postrouting_miniupnpd
+		%s
+	}
+	chain prerouting_miniupnpd {
+	}
+	chain postrouting_miniupnpd {
+	}
+}
+`, filter, masq)
+}
+
+// link makes a veth pair between namespaces a and b. In a, the end is
+// enslaved to bridge when bridge is set (named to-<b>), else named "lan";
+// in b it is named bName and gets addr.
+func (l *Lab) link(a, bridge, b, bName, addr string) error {
+	// veth names must be short and unique in the root namespace while they
+	// pass through it.
+	tmpA, tmpB := "v"+strconv.Itoa(os.Getpid()%10000)+"a", "v"+strconv.Itoa(os.Getpid()%10000)+"b"
+	if err := run("ip", "link", "add", tmpA, "type", "veth", "peer", "name", tmpB); err != nil {
+		return err
+	}
+	aName := "lan"
+	if bridge != "" {
+		aName = "to-" + b[len(l.cfg.Name)+1:]
+	}
+	if err := run("ip", "link", "set", tmpA, "netns", a, "name", aName); err != nil {
+		return err
+	}
+	if err := run("ip", "link", "set", tmpB, "netns", b, "name", bName); err != nil {
+		return err
+	}
+	if bridge != "" {
+		if err := l.ip(a, "link", "set", aName, "master", bridge); err != nil {
+			return err
+		}
+	}
+	if err := l.ip(a, "link", "set", aName, "up"); err != nil {
+		return err
+	}
+	if err := l.ip(b, "addr", "add", addr, "dev", bName); err != nil {
+		return err
+	}
+	return l.ip(b, "link", "set", bName, "up")
+}
+
+// Command runs a program inside namespace ns.
+func (l *Lab) Command(ns, name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+}
+
+// Bytes returns the bytes received and sent on interface dev in ns.
+func (l *Lab) Bytes(ns, dev string) (rx, tx uint64, err error) {
+	out, err := exec.Command("ip", "-n", ns, "-s", "-s", "link", "show", "dev", dev).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("lab: counters of %s in %s: %w", dev, ns, err)
+	}
+	// The line after "RX:" holds bytes first; the same for "TX:".
+	lines := strings.Split(string(out), "\n")
+	for i, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 0 || i+1 >= len(lines) {
+			continue
+		}
+		v, _ := strconv.ParseUint(strings.Fields(lines[i+1] + " 0")[0], 10, 64)
+		switch f[0] {
+		case "RX:":
+			rx = v
+		case "TX:":
+			tx = v
+		}
+	}
+	return rx, tx, nil
+}
+
+// SetLink takes interface dev in ns down or up, as a flapping uplink does.
+func (l *Lab) SetLink(ns, dev string, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return l.ip(ns, "link", "set", dev, state)
+}
+
+// Close removes every namespace; their links and processes' sockets go
+// with them. Processes started with Command must be stopped first.
+func (l *Lab) Close() {
+	for i := len(l.made) - 1; i >= 0; i-- {
+		_ = exec.Command("ip", "netns", "del", l.made[i]).Run()
+	}
+	l.made = nil
+}
+
+func (l *Lab) ip(ns string, args ...string) error {
+	return run("ip", append([]string{"-n", ns}, args...)...)
+}
+
+func (l *Lab) sysctl(ns, kv string) error {
+	return run("ip", "netns", "exec", ns, "sysctl", "-q", "-w", kv)
+}
+
+func (l *Lab) nft(ns, ruleset string) error {
+	cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: nft in %s: %w: %s", ns, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+func run(name string, args ...string) error {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("lab: %s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return nil
+}
