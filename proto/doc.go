@@ -43,7 +43,8 @@
 //	viewer             rendezvous                 agent
 //	  | open{device,camera,stream,token?} -->|            |
 //	  |<-- session{session,ice_servers}      |            |
-//	  | offer{session,sdp}                -->| offer{session,camera,stream,sdp,token,trickle} -->|
+//	  | offer{session,sdp}                -->| offer{session,camera,stream,sdp,token,trickle,   |
+//	  |                                      |       ice_servers} -->|
 //	  |<-- answer{session,sdp}               |<-- answer{session,sdp}                           |
 //	  | candidate{session,candidate,...} <-->|<--> candidate{...}                               |
 //	  | bye{session,reason}              <-->|<--> bye{session,reason}                          |
@@ -60,6 +61,11 @@
 // agent answers with one video track (and one audio track when the camera has
 // G.711 audio). An empty candidate string means end of candidates. trickle=false
 // (WHEP) asks the agent to put all its candidates into the answer.
+//
+// ice_servers in session (to the viewer) and in offer (to the agent) are that
+// session's STUN and TURN servers; TURN entries carry credentials minted for
+// the session (TURN REST shared secret), so both sides can fall back to the
+// same relay.
 //
 // stream is "main" (full resolution, the default) or "sub" (the camera's
 // lower-resolution stream, for grids and weak links).
@@ -92,6 +98,6 @@
 //
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
 //	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
-//	            expired and viewer_cap for guest shares, the path message and
-//	            welcome.time (additions only).
+//	            expired and viewer_cap for guest shares, the path message,
+//	            welcome.time and offer.ice_servers (additions only).
 package proto

@@ -131,6 +131,10 @@ type Offer struct {
 	Stream  string `json:"stream,omitempty"`
 	Token   string `json:"token,omitempty"`
 	Trickle *bool  `json:"trickle,omitempty"`
+	// ICEServers, from the rendezvous to the agent, are this session's
+	// STUN/TURN servers, with TURN credentials minted for it; they replace
+	// the welcome's.
+	ICEServers []ICEServer `json:"ice_servers,omitempty"`
 }
 
 // Answer is the agent's SDP answer.

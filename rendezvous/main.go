@@ -54,9 +54,23 @@ func run(args []string) error {
 	fs.StringVar(&cfg.STUNAddr, "stun", cfg.STUNAddr, `STUN UDP listen address, or "off"`)
 	fs.StringVar(&cfg.STUNURL, "stun-url", "", "STUN URL given to peers (default stun:<-stun address>)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "URL people and agents use to reach this server (default from -http)")
-	var ice listFlag
+	var ice, turn listFlag
 	fs.Var(&ice, "ice-server", "extra STUN server URL given to peers (repeatable)")
+	fs.Var(&turn, "turn-url", "TURN relay URL, e.g. turn:turn.example.net:3478?transport=udp (repeatable; needs -turn-secret-file)")
+	secretFile := fs.String("turn-secret-file", "", "file holding the secret shared with the TURN relay (coturn static-auth-secret)")
+	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", 12*time.Hour, "lifetime of the TURN credentials handed to each session")
 	_ = fs.Parse(args)
+	cfg.TURNURLs = turn
+	if *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("turn-secret-file: %w", err)
+		}
+		cfg.TURNSecret = strings.TrimSpace(string(b))
+		if cfg.TURNSecret == "" {
+			return fmt.Errorf("turn-secret-file: %s is empty", *secretFile)
+		}
+	}
 	for _, u := range ice {
 		cfg.ICEServers = append(cfg.ICEServers, proto.ICEServer{URLs: []string{u}})
 	}

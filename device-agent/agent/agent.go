@@ -234,6 +234,9 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	}
 	a.mu.Lock()
 	ice := a.ice
+	if len(o.ICEServers) > 0 {
+		ice = o.ICEServers
+	}
 	a.mu.Unlock()
 	trickle := o.Trickle == nil || *o.Trickle
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -19,6 +19,7 @@ import (
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/hub"
 	"github.com/peercam/peercam/rendezvous/internal/store"
+	"github.com/peercam/peercam/rendezvous/internal/turnrest"
 	"github.com/peercam/peercam/rendezvous/internal/stun"
 	viewerweb "github.com/peercam/peercam/viewer-web"
 )
@@ -41,6 +42,15 @@ type Config struct {
 	STUNURL string
 	// ICEServers are extra STUN/TURN servers handed to peers.
 	ICEServers []proto.ICEServer
+	// TURNURLs are relays (turn:host:port?transport=udp) sharing TURNSecret
+	// with this server, coturn's use-auth-secret: each session gets its own
+	// credentials, valid for TURNTTL. Media relayed there never touches the
+	// rendezvous.
+	TURNURLs   []string
+	TURNSecret string
+	// TURNTTL bounds a relayed session's life: relays refuse to refresh an
+	// allocation with expired credentials. Default 12h.
+	TURNTTL time.Duration
 	// Logger receives logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -77,6 +87,14 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.PublicURL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("rendezvous: public-url: %q is not an http(s) URL", c.PublicURL)
+		}
+	}
+	if (len(c.TURNURLs) == 0) != (c.TURNSecret == "") {
+		return errors.New("rendezvous: turn-url and turn-secret: give both or neither")
+	}
+	for _, u := range c.TURNURLs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return fmt.Errorf("rendezvous: turn-url: %q must start with turn: or turns:", u)
 		}
 	}
 	for i, s := range c.ICEServers {
@@ -173,7 +191,16 @@ func (s *Server) iceServers() []proto.ICEServer {
 	if s.cfg.STUNURL != "" {
 		out = append(out, proto.ICEServer{URLs: []string{s.cfg.STUNURL}})
 	}
-	return append(out, s.cfg.ICEServers...)
+	out = append(out, s.cfg.ICEServers...)
+	if len(s.cfg.TURNURLs) > 0 {
+		ttl := s.cfg.TURNTTL
+		if ttl <= 0 {
+			ttl = 12 * time.Hour
+		}
+		user, pass := turnrest.Credentials([]byte(s.cfg.TURNSecret), "peercam", time.Now(), ttl)
+		out = append(out, proto.ICEServer{URLs: s.cfg.TURNURLs, Username: user, Credential: pass})
+	}
+	return out
 }
 
 // URL is the public base URL.

@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -82,6 +83,17 @@ func (a *API) whepOffer(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+dev+"/"+cam+"/"+s.ID)
+	// RFC 9725 section 4.6: the ICE servers, TURN credentials included,
+	// for a client that restarts ICE through a relay.
+	for _, ice := range a.cfg.Hub.ICEServers() {
+		for _, u := range ice.URLs {
+			link := "<" + u + `>; rel="ice-server"`
+			if ice.Username != "" {
+				link += fmt.Sprintf(`; username=%q; credential=%q; credential-type="password"`, ice.Username, ice.Credential)
+			}
+			w.Header().Add("Link", link)
+		}
+	}
 	w.WriteHeader(http.StatusCreated)
 	_, _ = io.WriteString(w, s.Answer)
 }

@@ -686,3 +686,7 @@ func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
 func (h *Hub) close(ep endpoint, sid, reason string) {
 	_ = h.toDevice(ep, sid, &proto.Bye{Session: sid, Reason: reason})
 }
+
+// ICEServers are the STUN and TURN servers for a new session, with fresh
+// TURN credentials.
+func (h *Hub) ICEServers() []proto.ICEServer { return h.cfg.ICEServers() }

@@ -91,7 +91,8 @@ func (h *Hub) offerFor(ep endpoint, sid, sdp string, trickle bool) (*proto.Offer
 	if s == nil || s.viewer != ep {
 		return nil, fmt.Errorf("session %s: %w", sid, ErrNotFound)
 	}
-	return &proto.Offer{Session: sid, SDP: sdp, Camera: s.camera, Stream: s.stream, Token: s.token, Trickle: &trickle}, nil
+	return &proto.Offer{Session: sid, SDP: sdp, Camera: s.camera, Stream: s.stream, Token: s.token, Trickle: &trickle,
+		ICEServers: h.cfg.ICEServers()}, nil
 }
 
 // whepViewer waits for the device's answer to a WHEP offer.
