@@ -3,13 +3,13 @@
 // router and a viewer behind another, each with the NAT behaviour real
 // routers have, and watch what crosses which link. It needs root.
 //
-//	            "public" segment 11.0.0.0/24, bridge in the inet namespace
-//	   ┌───────────────┬──────────────┬────────────────────┬────────────────────┐
-//	 rv 11.0.0.2     turn 11.0.0.3   home router            viewer router
-//	 (rendezvous,    (coturn,        WAN 11.0.0.11          WAN 11.0.0.22
-//	  its STUN)       when asked)     │ NAT: none|cone|sym    │ NAT: none|cone|sym
-//	                                 home LAN               viewer LAN
-//	                                 agent + firmware-sim   viewer
+//	           "public" segment 11.0.0.0/24, bridge in the inet namespace
+//	  ┌───────────────┬──────────────┬────────────────────┬────────────────────┐
+//	rv 11.0.0.2     turn 11.0.0.3   home router            viewer router
+//	(rendezvous,    (coturn,        WAN 11.0.0.11          WAN 11.0.0.22
+//	 its STUN)       when asked)     │ NAT: none|cone|sym    │ NAT: none|cone|sym
+//	                                home LAN               viewer LAN
+//	                                agent + firmware-sim   viewer
 //
 // The public addresses are not reserved ones because miniupnpd refuses to
 // map ports on a reserved WAN address; they exist only inside the lab, which

@@ -19,8 +19,8 @@ import (
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/hub"
 	"github.com/peercam/peercam/rendezvous/internal/store"
-	"github.com/peercam/peercam/rendezvous/internal/turnrest"
 	"github.com/peercam/peercam/rendezvous/internal/stun"
+	"github.com/peercam/peercam/rendezvous/internal/turnrest"
 	viewerweb "github.com/peercam/peercam/viewer-web"
 )
 
