@@ -34,9 +34,10 @@ const (
 	// NATNone routes a public subnet: the host has a public address and no
 	// firewall.
 	NATNone NAT = "none"
-	// NATCone is endpoint-independent mapping (MASQUERADE keeps the source
-	// port) with the usual stateful filtering: a full or port-restricted
-	// cone, what most home routers do.
+	// NATCone is endpoint-independent mapping and filtering (RFC 4787):
+	// masquerade keeps the source port, and once the host has sent from a
+	// port, anyone may send to that port on the router's WAN address (a
+	// "full cone", what UPnP-era consumer routers do).
 	NATCone NAT = "cone"
 	// NATSymmetric gives every destination a new random port
 	// (masquerade fully-random): what carrier-grade NATs and some
@@ -171,23 +172,40 @@ func (l *Lab) site(router, host, wan string, nat NAT, natLAN, publicLAN string) 
 	if err := l.sysctl(router, "net.ipv4.ip_forward=1"); err != nil {
 		return "", "", err
 	}
-	return hostAddr, gw, l.nft(router, rules(nat))
+	return hostAddr, gw, l.nft(router, rules(nat, hostAddr))
 }
 
 // rules is a router's nftables ruleset. The chains named *miniupnpd are the
 // ones miniupnpd fills when it runs on the router (see MiniUPnPdConfig).
-func rules(nat NAT) string {
-	masq := ""
-	filter := "policy drop;\n\t\tct state established,related accept\n\t\tiifname \"lan\" oifname \"wan\" accept\n\t\tjump miniupnpd"
+func rules(nat NAT, host string) string {
+	masq, cone := "", ""
+	filter := `policy drop;
+		ct state established,related accept
+		ct status dnat accept
+		iifname "lan" oifname "wan" accept
+		jump miniupnpd`
 	switch nat {
 	case NATNone:
 		filter = "policy accept;"
 	case NATCone:
 		masq = `oifname "wan" masquerade`
+		// Endpoint-independent filtering: a UDP port the host has sent
+		// from stays open to every sender for two minutes. Masquerade kept
+		// the port, so the way in is the same port on the host.
+		filter = `policy drop;
+		iifname "lan" oifname "wan" meta l4proto udp update @mapped { udp sport }
+		ct state established,related accept
+		ct status dnat accept
+		iifname "lan" oifname "wan" accept
+		jump miniupnpd`
+		cone = fmt.Sprintf(`iifname "wan" ct state new udp dport @mapped dnat ip to %s`, host)
 	case NATSymmetric:
 		masq = `oifname "wan" masquerade fully-random`
 	}
 	return fmt.Sprintf(`table inet filter {
+	set mapped {
+		type inet_service; flags dynamic,timeout; timeout 2m;
+	}
 	chain forward {
 		type filter hook forward priority 0; %s
 	}
@@ -196,6 +214,7 @@ func rules(nat NAT) string {
 	chain prerouting {
 		type nat hook prerouting priority -100; policy accept;
 		jump prerouting_miniupnpd
+		%s
 	}
 	chain postrouting {
 		type nat hook postrouting priority 100; policy accept;
@@ -207,7 +226,7 @@ func rules(nat NAT) string {
 	chain postrouting_miniupnpd {
 	}
 }
-`, filter, masq)
+`, filter, cone, masq)
 }
 
 // link makes a veth pair between namespaces a and b. In a, the end is

@@ -36,13 +36,13 @@ func TestReachability(t *testing.T) {
 }
 
 func TestRulesPerNAT(t *testing.T) {
-	if r := rules(NATSymmetric); !strings.Contains(r, "fully-random") {
+	if r := rules(NATSymmetric, "192.168.1.10"); !strings.Contains(r, "fully-random") {
 		t.Fatal("symmetric NAT without fully-random")
 	}
-	if r := rules(NATCone); strings.Contains(r, "fully-random") || !strings.Contains(r, "masquerade") {
+	if r := rules(NATCone, "192.168.1.10"); strings.Contains(r, "fully-random") || !strings.Contains(r, "masquerade") {
 		t.Fatal("cone NAT rules")
 	}
-	if r := rules(NATNone); strings.Contains(r, "masquerade") {
+	if r := rules(NATNone, "192.168.1.10"); strings.Contains(r, "masquerade") {
 		t.Fatal("no NAT masquerades")
 	}
 }

@@ -52,10 +52,20 @@ type Manager struct {
 	log *slog.Logger
 	se  webrtc.SettingEngine
 
-	mu sync.Mutex // guards sessions
+	mu sync.Mutex // guards sessions, early and Session.remoteSet
 	// sessions are the live sessions by signaling session ID.
 	sessions map[string]*Session
+	// early holds trickled candidates that arrived before their session's
+	// remote description was set: offers are answered on their own
+	// goroutine, after the camera stream is ready, while a fast viewer
+	// trickles at once. Bounded by maxEarly per session and maxEarlySessions.
+	early map[string][]webrtc.ICECandidateInit
 }
+
+const (
+	maxEarly         = 32
+	maxEarlySessions = 64
+)
 
 // NewManager returns a Manager.
 func NewManager(cfg Config) *Manager {
@@ -65,7 +75,8 @@ func NewManager(cfg Config) *Manager {
 	if cfg.CatchUp == 0 {
 		cfg.CatchUp = 8
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{}}
+	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{},
+		early: map[string][]webrtc.ICECandidateInit{}}
 	m.se.LoggerFactory = logging.PionFactory{Log: cfg.Logger}
 	if cfg.UDPMux != nil {
 		m.se.SetICEUDPMux(cfg.UDPMux)
@@ -120,6 +131,10 @@ type Session struct {
 	closeOnce    sync.Once
 	connected    sync.Once
 
+	// remoteSet tells whether trickled candidates can go to pc; guarded by
+	// m.mu.
+	remoteSet bool
+
 	mu sync.Mutex // guards sub and expiry
 	// sub is the viewer's frame queue, set once DTLS is up.
 	sub *fanout.Sub
@@ -148,6 +163,16 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 	if err := s.answer(ctx, req); err != nil {
 		s.close("answer failed")
 		return err
+	}
+	m.mu.Lock()
+	early := m.early[req.Session]
+	delete(m.early, req.Session)
+	s.remoteSet = true
+	m.mu.Unlock()
+	for _, c := range early {
+		if err := s.pc.AddICECandidate(c); err != nil {
+			s.log.Debug("early candidate", "err", err)
+		}
 	}
 	if !req.Expires.IsZero() {
 		// The agent's own check: an expired token ends the session even if
@@ -288,22 +313,34 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 
 // AddCandidate adds a viewer's trickled candidate.
 func (m *Manager) AddCandidate(c *proto.Candidate) error {
-	m.mu.Lock()
-	s := m.sessions[c.Session]
-	m.mu.Unlock()
-	if s == nil {
-		return fmt.Errorf("session %s: not found", c.Session)
-	}
 	if c.Candidate == "" {
 		return nil // end of candidates: nothing to do with pion
 	}
-	return s.pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex})
+	init := webrtc.ICECandidateInit{Candidate: c.Candidate, SDPMid: c.SDPMid, SDPMLineIndex: c.SDPMLineIndex}
+	m.mu.Lock()
+	s := m.sessions[c.Session]
+	if s == nil || !s.remoteSet {
+		// The offer is still being answered (or the session is unknown:
+		// the rendezvous only forwards candidates of sessions it opened).
+		defer m.mu.Unlock()
+		if len(m.early[c.Session]) >= maxEarly {
+			return fmt.Errorf("session %s: more than %d candidates before the offer", c.Session, maxEarly)
+		}
+		if _, ok := m.early[c.Session]; !ok && len(m.early) >= maxEarlySessions {
+			return fmt.Errorf("session %s: too many sessions waiting for their offer", c.Session)
+		}
+		m.early[c.Session] = append(m.early[c.Session], init)
+		return nil
+	}
+	m.mu.Unlock()
+	return s.pc.AddICECandidate(init)
 }
 
 // Bye ends a session the viewer left.
 func (m *Manager) Bye(id, reason string) {
 	m.mu.Lock()
 	s := m.sessions[id]
+	delete(m.early, id)
 	m.mu.Unlock()
 	if s != nil {
 		s.closeQuiet(reason)
@@ -386,6 +423,7 @@ func (s *Session) teardown(reason string) {
 		s.log.Info("viewer left", "reason", reason, "dropped_frames", sub.Dropped.Load())
 	}
 	s.m.mu.Lock()
+	delete(s.m.early, s.id)
 	if s.m.sessions[s.id] == s {
 		delete(s.m.sessions, s.id)
 	}

@@ -2,11 +2,15 @@ package peer
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/pion/sdp/v3"
+
+	"github.com/peercam/peercam/proto"
 )
 
 func offerWith(t *testing.T, fmtps ...string) *sdp.SessionDescription {
@@ -69,5 +73,38 @@ func TestChooseH264(t *testing.T) {
 				t.Fatalf("note %q, want fallback=%v", note, tt.fallback)
 			}
 		})
+	}
+}
+
+// Candidates trickled before the offer is answered wait for it, within
+// bounds, instead of being lost.
+func TestEarlyCandidatesBounded(t *testing.T) {
+	m := NewManager(Config{Logger: slog.New(slog.DiscardHandler)})
+	cand := &proto.Candidate{Session: "s1", Candidate: "candidate:1 1 udp 2130706431 10.0.0.10 40000 typ host"}
+	for i := range maxEarly {
+		if err := m.AddCandidate(cand); err != nil {
+			t.Fatalf("candidate %d: %v", i, err)
+		}
+	}
+	if err := m.AddCandidate(cand); err == nil {
+		t.Fatal("no bound on candidates before the offer")
+	}
+	if err := m.AddCandidate(&proto.Candidate{Session: "s1"}); err != nil {
+		t.Fatalf("end of candidates: %v", err)
+	}
+	m.Bye("s1", "gone")
+	m.mu.Lock()
+	left := len(m.early)
+	m.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d sessions' early candidates kept after bye", left)
+	}
+	for i := range maxEarlySessions {
+		if err := m.AddCandidate(&proto.Candidate{Session: fmt.Sprint("s", i), Candidate: cand.Candidate}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := m.AddCandidate(&proto.Candidate{Session: "one-too-many", Candidate: cand.Candidate}); err == nil {
+		t.Fatal("no bound on sessions waiting for their offer")
 	}
 }

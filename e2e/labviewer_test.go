@@ -1,0 +1,236 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peercam/peercam/internal/media/h264"
+	"github.com/peercam/peercam/proto"
+)
+
+// labViewerEnv, when set, makes the test binary a lab viewer instead of
+// running tests: the NAT lab starts it inside the viewer's namespace, where
+// the test process itself cannot open sockets.
+const labViewerEnv = "PEERCAM_LAB_VIEWER"
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(labViewerEnv); spec != "" {
+		var req labViewerRequest
+		res := labViewerResult{}
+		if err := json.Unmarshal([]byte(spec), &req); err != nil {
+			res.Error = err.Error()
+		} else {
+			res = runLabViewer(req)
+		}
+		_ = json.NewEncoder(os.Stdout).Encode(res)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// labViewerRequest is what the lab viewer is asked to do.
+type labViewerRequest struct {
+	// Rendezvous is the base URL, http://host:port.
+	Rendezvous, Device, Camera, Token string
+	// Frames is how many frames to wait for; Hold is how long to keep
+	// watching after the first frame (for traffic measurements).
+	Frames int
+	Hold   time.Duration
+	// Timeout bounds the whole session.
+	Timeout time.Duration
+}
+
+// labViewerResult is what it saw.
+type labViewerResult struct {
+	Connected bool
+	// LocalType and RemoteType are the selected pair's candidate types
+	// (host, srflx, prflx, relay).
+	LocalType, RemoteType string
+	Frames                int
+	Width, Height         int
+	FirstFrame            time.Duration
+	// MediaBytes counts RTP payload and header bytes received.
+	MediaBytes int64
+	Error      string
+}
+
+// Relayed tells whether either side of the pair is a TURN relay.
+func (r labViewerResult) Relayed() bool { return r.LocalType == "relay" || r.RemoteType == "relay" }
+
+// runLabViewer is a WebRTC viewer speaking the rendezvous's viewer protocol
+// with a share token, as the browser does.
+func runLabViewer(req labViewerRequest) (res labViewerResult) {
+	ctx, cancel := context.WithTimeout(context.Background(), req.Timeout)
+	defer cancel()
+	start := time.Now()
+	fail := func(err error) labViewerResult {
+		res.Error = err.Error()
+		return res
+	}
+	wsURL := "ws" + req.Rendezvous[len("http"):] + "/ws/viewer"
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
+	if err != nil {
+		return fail(fmt.Errorf("dial %s: %w", wsURL, err))
+	}
+	defer ws.Close()
+	var wmu sync.Mutex // guards writes to ws
+	send := func(m proto.Message) {
+		b, _ := proto.Encode(m)
+		wmu.Lock()
+		defer wmu.Unlock()
+		_ = ws.WriteMessage(websocket.TextMessage, b)
+	}
+	read := func() (proto.Message, error) {
+		_ = ws.SetReadDeadline(time.Now().Add(req.Timeout))
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			return nil, err
+		}
+		return proto.Decode(b)
+	}
+	send(&proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token})
+	m, err := read()
+	if err != nil {
+		return fail(err)
+	}
+	sess, ok := m.(*proto.Session)
+	if !ok {
+		return fail(fmt.Errorf("open: got %#v", m))
+	}
+	var ice []webrtc.ICEServer
+	for _, s := range sess.ICEServers {
+		ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
+	}
+	se := webrtc.SettingEngine{}
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{ICEServers: ice})
+	if err != nil {
+		return fail(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		return fail(err)
+	}
+	var frames atomic.Int64
+	var mediaBytes atomic.Int64
+	var firstFrame atomic.Int64
+	var width, height atomic.Int64
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		dec := &rtph264.Decoder{PacketizationMode: 1}
+		if dec.Init() != nil {
+			return
+		}
+		for {
+			pkt, _, err := tr.ReadRTP()
+			if err != nil {
+				return
+			}
+			mediaBytes.Add(int64(pkt.MarshalSize()))
+			au, err := dec.Decode(pkt)
+			if err != nil {
+				continue
+			}
+			if frames.Add(1) == 1 {
+				firstFrame.Store(int64(time.Since(start)))
+			}
+			if sps, _ := h264.ParamSets(au); sps != nil {
+				w, h, _ := h264.Size(sps)
+				width.Store(int64(w))
+				height.Store(int64(h))
+			}
+		}
+	})
+	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
+		if c == nil {
+			send(&proto.Candidate{Session: sess.Session})
+			return
+		}
+		ci := c.ToJSON()
+		send(&proto.Candidate{Session: sess.Session, Candidate: ci.Candidate, SDPMid: ci.SDPMid, SDPMLineIndex: ci.SDPMLineIndex})
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	send(&proto.Offer{Session: sess.Session, SDP: offer.SDP})
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			m, err := read()
+			if err != nil {
+				errc <- err
+				return
+			}
+			switch m := m.(type) {
+			case *proto.Answer:
+				if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: m.SDP}); err != nil {
+					errc <- err
+					return
+				}
+			case *proto.Candidate:
+				if m.Candidate != "" {
+					_ = pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: m.Candidate, SDPMid: m.SDPMid, SDPMLineIndex: m.SDPMLineIndex})
+				}
+			case *proto.Error:
+				errc <- fmt.Errorf("%s: %s", m.Code, m.Message)
+				return
+			case *proto.Bye:
+				errc <- fmt.Errorf("bye: %s", m.Reason)
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var holdUntil time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			res.Error = fmt.Sprintf("after %s: %d frames, ICE %s", req.Timeout, frames.Load(), pc.ICEConnectionState())
+		case err := <-errc:
+			res.Error = err.Error()
+		case <-tick.C:
+			if int(frames.Load()) < req.Frames {
+				continue
+			}
+			if holdUntil.IsZero() {
+				holdUntil = time.Now().Add(req.Hold)
+			}
+			if time.Now().Before(holdUntil) {
+				continue
+			}
+		}
+		break
+	}
+	res.Frames = int(frames.Load())
+	res.MediaBytes = mediaBytes.Load()
+	res.FirstFrame = time.Duration(firstFrame.Load())
+	res.Width, res.Height = int(width.Load()), int(height.Load())
+	res.Connected = pc.ICEConnectionState() == webrtc.ICEConnectionStateConnected || pc.ICEConnectionState() == webrtc.ICEConnectionStateCompleted
+	for _, r := range pc.GetReceivers() {
+		if r.Transport() == nil {
+			continue
+		}
+		if pair, err := r.Transport().ICETransport().GetSelectedCandidatePair(); err == nil && pair != nil {
+			res.LocalType, res.RemoteType = pair.Local.Typ.String(), pair.Remote.Typ.String()
+		}
+	}
+	if res.Error == "" && res.Frames < req.Frames {
+		res.Error = errors.New("too few frames").Error()
+	}
+	return res
+}

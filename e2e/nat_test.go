@@ -1,0 +1,263 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/internal/lab"
+	"github.com/peercam/peercam/rendezvous/server"
+)
+
+// labBinaries are the real binaries the NAT lab runs in its namespaces.
+type labBinaries struct{ rendezvous, sim, agent string }
+
+var (
+	labBinsOnce sync.Once
+	labBins     labBinaries
+	labBinsErr  error
+	labBinsDir  string
+)
+
+func buildLabBinaries(t testing.TB) labBinaries {
+	t.Helper()
+	labBinsOnce.Do(func() {
+		labBinsDir, labBinsErr = os.MkdirTemp("", "peercam-lab-bin")
+		if labBinsErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", labBinsDir+"/", "../rendezvous", "../firmware-sim", "../device-agent")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			labBinsErr = fmt.Errorf("build: %v\n%s", err, out)
+		}
+		labBins = labBinaries{filepath.Join(labBinsDir, "rendezvous"), filepath.Join(labBinsDir, "firmware-sim"), filepath.Join(labBinsDir, "device-agent")}
+	})
+	if labBinsErr != nil {
+		t.Fatal(labBinsErr)
+	}
+	return labBins
+}
+
+// natCell is one cell of the NAT matrix.
+type natCell struct {
+	Agent, Viewer lab.NAT
+	// TURN runs coturn on the public segment and configures the rendezvous
+	// to hand out credentials for it.
+	TURN bool
+}
+
+func (c natCell) String() string {
+	s := fmt.Sprintf("agent %s, viewer %s", c.Agent, c.Viewer)
+	if c.TURN {
+		s += ", TURN"
+	}
+	return s
+}
+
+// labRun is a whole PeerCam in a NAT lab: rendezvous on the public segment,
+// firmware-sim and agent behind the home router.
+type labRun struct {
+	lab      *lab.Lab
+	dataDir  string
+	deviceID string
+	token    string
+	procs    []*exec.Cmd
+	logs     []*bytes.Buffer
+	names    []string
+}
+
+const labTURNSecret = "peercam-lab-secret"
+
+func startLab(t testing.TB, cell natCell) *labRun {
+	t.Helper()
+	bins := buildLabBinaries(t)
+	l, err := lab.New(lab.Config{AgentNAT: cell.Agent, ViewerNAT: cell.Viewer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &labRun{lab: l, dataDir: t.TempDir()}
+	t.Cleanup(r.close)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, b := range r.logs {
+				t.Logf("--- %s log:\n%s", r.names[i], b)
+			}
+		}
+	})
+	dir := t.TempDir()
+	rvArgs := []string{"-data", r.dataDir, "-http", lab.RendezvousAddr + ":8080", "-stun", lab.RendezvousAddr + ":3478"}
+	if cell.TURN {
+		secretFile := filepath.Join(dir, "turn-secret")
+		os.WriteFile(secretFile, []byte(labTURNSecret), 0o600)
+		rvArgs = append(rvArgs, "-turn-url", "turn:"+lab.TURNAddr+":3478?transport=udp", "-turn-secret-file", secretFile)
+		r.start(t, "coturn", l.TURN, "turnserver", "-n", "--listening-ip="+lab.TURNAddr, "--relay-ip="+lab.TURNAddr,
+			"--use-auth-secret", "--static-auth-secret="+labTURNSecret, "--realm=peercam.lab", "--no-tls", "--no-dtls",
+			"--no-cli", "--log-file=stdout", "--simple-log", "--pidfile="+filepath.Join(dir, "turn.pid"))
+	}
+	if err := server.AddUser(context.Background(), r.dataDir, ownerName, ownerPass); err != nil {
+		t.Fatal(err)
+	}
+	r.start(t, "rendezvous", l.RV, bins.rendezvous, rvArgs...)
+	r.start(t, "firmware-sim", l.Home, bins.sim, "-listen", "127.0.0.1:8554", "-channels", "1")
+	cfg := filepath.Join(dir, "agent.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`rendezvous: http://%s:8080
+state_dir: %s
+webrtc_listen: 0.0.0.0:8189
+cameras:
+  - url: rtsp://admin:admin@127.0.0.1:8554/Streaming/Channels/101
+    always_on: true
+`, lab.RendezvousAddr, filepath.Join(dir, "state"))), 0o600)
+	out, err := exec.Command(bins.agent, "-config", cfg, "-print-id").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.deviceID = strings.TrimSpace(string(out))
+	r.start(t, "agent", l.Home, bins.agent, "-config", cfg)
+	waitFor(t, 20*time.Second, "agent registered through its NAT", func() bool {
+		var b bytes.Buffer
+		_ = server.ListDevices(context.Background(), r.dataDir, &b)
+		return strings.Contains(b.String(), r.deviceID)
+	})
+	if err := server.ClaimDevice(context.Background(), r.dataDir, ownerName, r.deviceID, "Lab NVR"); err != nil {
+		t.Fatal(err)
+	}
+	r.token, err = server.MintToken(context.Background(), r.dataDir, r.deviceID, []string{"1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func (r *labRun) start(t testing.TB, name, ns, bin string, args ...string) {
+	t.Helper()
+	cmd := r.lab.Command(ns, bin, args...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &syncWriter{w: &buf}, nil
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	r.procs = append(r.procs, cmd)
+	r.logs = append(r.logs, &buf)
+	r.names = append(r.names, name)
+}
+
+func (r *labRun) close() {
+	for i := len(r.procs) - 1; i >= 0; i-- {
+		p := r.procs[i]
+		_ = p.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = p.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = p.Process.Kill()
+			<-done
+		}
+	}
+	r.lab.Close()
+}
+
+// view runs the Go viewer in the viewer's namespace.
+func (r *labRun) view(t testing.TB, frames int, hold time.Duration) labViewerResult {
+	t.Helper()
+	spec, _ := json.Marshal(labViewerRequest{Rendezvous: fmt.Sprintf("http://%s:8080", lab.RendezvousAddr),
+		Device: r.deviceID, Camera: "1", Token: r.token, Frames: frames, Hold: hold, Timeout: 25*time.Second + hold})
+	cmd := r.lab.Command(r.lab.Viewer, os.Args[0])
+	cmd.Env = append(os.Environ(), labViewerEnv+"="+string(spec))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("lab viewer: %v\n%s", err, stderr.String())
+	}
+	var res labViewerResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("lab viewer said %q: %v", out, err)
+	}
+	return res
+}
+
+// syncWriter lets a process's stdout and stderr share a buffer.
+type syncWriter struct {
+	mu sync.Mutex // guards w
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// The NAT matrix: each (agent NAT × viewer NAT) cell connects directly
+// unless both sides are symmetric; symmetric on both sides connects through
+// the TURN relay when one is configured.
+func TestNATMatrix(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network namespaces")
+	}
+	var cells []natCell
+	for _, a := range lab.NATs {
+		for _, v := range lab.NATs {
+			cells = append(cells, natCell{Agent: a, Viewer: v})
+		}
+	}
+	cells = append(cells, natCell{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, TURN: true})
+	var table []string
+	for _, cell := range cells {
+		t.Run(strings.ReplaceAll(cell.String(), " ", "_"), func(t *testing.T) {
+			r := startLab(t, cell)
+			res := r.view(t, 10, 0)
+			row := fmt.Sprintf("| %-9s | %-9s | %-4s | %-9s | %-8s | %-13s | %9s |", cell.Agent, cell.Viewer, yesNo(cell.TURN),
+				yesNo(res.Connected && res.Error == ""), pathKind(res), res.LocalType+"/"+res.RemoteType, res.FirstFrame.Round(time.Millisecond))
+			table = append(table, row)
+			bothSymmetric := cell.Agent == lab.NATSymmetric && cell.Viewer == lab.NATSymmetric
+			switch {
+			case bothSymmetric && !cell.TURN:
+				if res.Connected && res.Frames > 0 {
+					t.Fatalf("symmetric on both sides connected without help: %+v", res)
+				}
+			case bothSymmetric && cell.TURN:
+				if res.Error != "" || !res.Relayed() {
+					t.Fatalf("want relayed video: %+v", res)
+				}
+			default:
+				if res.Error != "" || res.Relayed() {
+					t.Fatalf("want direct video: %+v", res)
+				}
+			}
+			if res.Error == "" && (res.Width != 1280 || res.Height != 720) {
+				t.Fatalf("decoded %dx%d", res.Width, res.Height)
+			}
+		})
+	}
+	t.Log("\n| agent NAT | viewer NAT | TURN | connected | path     | local/remote  | 1st frame |\n" +
+		"|---|---|---|---|---|---|---|\n" + strings.Join(table, "\n"))
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func pathKind(r labViewerResult) string {
+	switch {
+	case !r.Connected || r.Error != "":
+		return "-"
+	case r.Relayed():
+		return "relayed"
+	}
+	return "direct"
+}
