@@ -26,6 +26,11 @@ build:
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/ ./device-agent ./rendezvous ./firmware-sim
 
+# The NAT lab: builds namespaces with none/cone/symmetric NAT, runs the
+# real binaries in them and prints the connection matrix (needs root).
+lab:
+	$(GO) test -count=1 -run 'TestNATMatrix|TestMediaBypassesRendezvous' -v ./e2e 2>&1 | grep -v 'level=' | grep -E '^\s+(\||nat_test)|^(---|ok|FAIL|PASS)'
+
 # Static, stripped agents for recorder hardware: bin/device-agent-<os>-<arch>.
 cross:
 	@mkdir -p $(BIN)

@@ -107,7 +107,7 @@ func startLab(t testing.TB, cell natCell) *labRun {
 		t.Fatal(err)
 	}
 	r.start(t, "rendezvous", l.RV, bins.rendezvous, rvArgs...)
-	r.start(t, "firmware-sim", l.Home, bins.sim, "-listen", "127.0.0.1:8554", "-channels", "1")
+	r.start(t, "firmware-sim", l.Home, bins.sim, "-listen", "127.0.0.1:8554", "-channels", "1", "-main-kbps", "3000")
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`rendezvous: http://%s:8080
 state_dir: %s
@@ -260,4 +260,44 @@ func pathKind(r labViewerResult) string {
 		return "relayed"
 	}
 	return "direct"
+}
+
+// No media passes through the rendezvous: while a viewer watches for 10 s,
+// directly or through the relay, the rendezvous's network interface carries
+// under 1% of the bytes of video the viewer receives (signaling and
+// keepalives only).
+func TestMediaBypassesRendezvous(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network namespaces")
+	}
+	for _, cell := range []natCell{
+		{Agent: lab.NATCone, Viewer: lab.NATCone},
+		{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, TURN: true},
+	} {
+		t.Run(strings.ReplaceAll(cell.String(), " ", "_"), func(t *testing.T) {
+			r := startLab(t, cell)
+			rx0, tx0, err := r.lab.Bytes(r.lab.RV, "wan")
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := r.view(t, 1, 10*time.Second)
+			rx1, tx1, err := r.lab.Bytes(r.lab.RV, "wan")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Error != "" {
+				t.Fatalf("viewer: %+v", res)
+			}
+			rv := (rx1 - rx0) + (tx1 - tx0)
+			share := float64(rv) / float64(res.MediaBytes)
+			t.Logf("%s: viewer received %d media bytes (%s path); the rendezvous's interface carried %d bytes (%.3f%%)",
+				cell, res.MediaBytes, pathKind(res), rv, 100*share)
+			if res.MediaBytes < 500_000 {
+				t.Fatalf("only %d media bytes in 10 s: the measurement means nothing", res.MediaBytes)
+			}
+			if share >= 0.01 {
+				t.Fatalf("the rendezvous carried %d bytes, %.2f%% of the %d media bytes: media is passing through it", rv, 100*share, res.MediaBytes)
+			}
+		})
+	}
 }

@@ -23,6 +23,7 @@ func main() {
 	flag.StringVar(&cfg.User, "user", cfg.User, "RTSP user name (digest authentication)")
 	flag.StringVar(&cfg.Pass, "pass", cfg.Pass, "RTSP password")
 	flag.BoolVar(&cfg.Audio, "audio", cfg.Audio, "send a G.711 µ-law tone with every stream")
+	flag.IntVar(&cfg.MainKbps, "main-kbps", 0, "pad main streams to this constant bitrate in kbit/s with filler data, as a camera in CBR mode (0: the clips' own)")
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
 	flag.Parse()
 

@@ -79,6 +79,36 @@ func loadClip(name string, fps int) (*Clip, error) {
 	return c, nil
 }
 
+// Padded returns the clip as a camera in constant-bitrate mode sends it:
+// every frame smaller than its share of kbps gets a filler-data NAL unit
+// (type 12, which decoders discard) to make up the difference. The embedded
+// clips are tiny; this gives tests a realistic 2-4 Mbit/s main stream.
+func (c *Clip) Padded(kbps int) *Clip {
+	if kbps <= 0 {
+		return c
+	}
+	perFrame := kbps * 1000 / 8 / c.FPS
+	out := *c
+	out.AUs = make([][][]byte, len(c.AUs))
+	for i, au := range c.AUs {
+		size := 0
+		for _, nalu := range au {
+			size += len(nalu) + 4
+		}
+		out.AUs[i] = au
+		if fill := perFrame - size - 4; fill > 2 {
+			nalu := make([]byte, fill)
+			nalu[0] = 12 // forbidden_zero_bit 0, nal_ref_idc 0, type 12: filler data
+			for j := 1; j < fill-1; j++ {
+				nalu[j] = 0xff
+			}
+			nalu[fill-1] = 0x80 // rbsp_stop_one_bit
+			out.AUs[i] = append(append([][]byte{}, au...), nalu)
+		}
+	}
+	return &out
+}
+
 // Format is the RTSP format description of the clip's video.
 func (c *Clip) Format() *format.H264 {
 	return &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: c.SPS, PPS: c.PPS}

@@ -39,6 +39,10 @@ type Config struct {
 	// BFrameChannels lists channels whose main stream sends H.264 with
 	// B-frames, as some real cameras do.
 	BFrameChannels []int
+	// MainKbps, when set, pads main streams to this constant bitrate with
+	// filler data, as a camera in CBR mode sends. Default 0: the clips' own
+	// (low) bitrate.
+	MainKbps int
 	// Logger receives connection events. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -157,6 +161,9 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if kind == camera.Main {
+		clip = clip.Padded(s.cfg.MainKbps)
 	}
 	video := &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{clip.Format()}}
 	desc := &description.Session{Title: fmt.Sprintf("PeerCam sim channel %d %s", ch, kind), Medias: []*description.Media{video}}
