@@ -58,13 +58,21 @@ type Manager struct {
 	// early holds trickled candidates that arrived before their session's
 	// remote description was set: offers are answered on their own
 	// goroutine, after the camera stream is ready, while a fast viewer
-	// trickles at once. Bounded by maxEarly per session and maxEarlySessions.
-	early map[string][]webrtc.ICECandidateInit
+	// trickles at once. Bounded by maxEarly per session and maxEarlySessions,
+	// and dropped after earlyTTL: an offer that is refused never collects
+	// them.
+	early map[string]*earlyCandidates
+}
+
+type earlyCandidates struct {
+	since time.Time
+	list  []webrtc.ICECandidateInit
 }
 
 const (
 	maxEarly         = 32
 	maxEarlySessions = 64
+	earlyTTL         = 30 * time.Second
 )
 
 // NewManager returns a Manager.
@@ -76,7 +84,7 @@ func NewManager(cfg Config) *Manager {
 		cfg.CatchUp = 8
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{},
-		early: map[string][]webrtc.ICECandidateInit{}}
+		early: map[string]*earlyCandidates{}}
 	m.se.LoggerFactory = logging.PionFactory{Log: cfg.Logger}
 	if cfg.UDPMux != nil {
 		m.se.SetICEUDPMux(cfg.UDPMux)
@@ -165,7 +173,10 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 		return err
 	}
 	m.mu.Lock()
-	early := m.early[req.Session]
+	var early []webrtc.ICECandidateInit
+	if e := m.early[req.Session]; e != nil {
+		early = e.list
+	}
 	delete(m.early, req.Session)
 	s.remoteSet = true
 	m.mu.Unlock()
@@ -323,13 +334,24 @@ func (m *Manager) AddCandidate(c *proto.Candidate) error {
 		// The offer is still being answered (or the session is unknown:
 		// the rendezvous only forwards candidates of sessions it opened).
 		defer m.mu.Unlock()
-		if len(m.early[c.Session]) >= maxEarly {
+		e := m.early[c.Session]
+		if e == nil {
+			now := time.Now()
+			for id, old := range m.early {
+				if now.Sub(old.since) > earlyTTL {
+					delete(m.early, id)
+				}
+			}
+			if len(m.early) >= maxEarlySessions {
+				return fmt.Errorf("session %s: too many sessions waiting for their offer", c.Session)
+			}
+			e = &earlyCandidates{since: now}
+			m.early[c.Session] = e
+		}
+		if len(e.list) >= maxEarly {
 			return fmt.Errorf("session %s: more than %d candidates before the offer", c.Session, maxEarly)
 		}
-		if _, ok := m.early[c.Session]; !ok && len(m.early) >= maxEarlySessions {
-			return fmt.Errorf("session %s: too many sessions waiting for their offer", c.Session)
-		}
-		m.early[c.Session] = append(m.early[c.Session], init)
+		e.list = append(e.list, init)
 		return nil
 	}
 	m.mu.Unlock()

@@ -107,4 +107,14 @@ func TestEarlyCandidatesBounded(t *testing.T) {
 	if err := m.AddCandidate(&proto.Candidate{Session: "one-too-many", Candidate: cand.Candidate}); err == nil {
 		t.Fatal("no bound on sessions waiting for their offer")
 	}
+	// Offers that were refused never collect their candidates; once they
+	// are stale they make room for new sessions.
+	m.mu.Lock()
+	for _, e := range m.early {
+		e.since = e.since.Add(-2 * earlyTTL)
+	}
+	m.mu.Unlock()
+	if err := m.AddCandidate(&proto.Candidate{Session: "after-refusals", Candidate: cand.Candidate}); err != nil {
+		t.Fatalf("stale early candidates still block new sessions: %v", err)
+	}
 }
