@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,7 +42,7 @@ func TestBusyBoxInitScript(t *testing.T) {
 	}
 	in := startInfra(t, 1)
 	dir := t.TempDir()
-	bin := agentBinary(t, "amd64")
+	bin := agentBinary(t, runtime.GOARCH)
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte("rendezvous: "+in.rv.URL()+"\nstate_dir: "+filepath.Join(dir, "state")+
 		"\nwebrtc_listen: 127.0.0.1:0\ncameras:\n  - url: rtsp://admin:admin@"+in.sim.Addr()+"/Streaming/Channels/101\n"), 0o600)

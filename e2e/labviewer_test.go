@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -27,7 +26,7 @@ const labViewerEnv = "PEERCAM_LAB_VIEWER"
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(labViewerEnv); spec != "" {
 		var req labViewerRequest
-		res := labViewerResult{}
+		var res labViewerResult
 		if err := json.Unmarshal([]byte(spec), &req); err != nil {
 			res.Error = err.Error()
 		} else {
@@ -36,7 +35,11 @@ func TestMain(m *testing.M) {
 		_ = json.NewEncoder(os.Stdout).Encode(res)
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
 }
 
 // labViewerRequest is what the lab viewer is asked to do.
@@ -53,6 +56,8 @@ type labViewerRequest struct {
 
 // labViewerResult is what it saw.
 type labViewerResult struct {
+	// Answered: signaling worked and the agent answered the offer.
+	Answered  bool
 	Connected bool
 	// LocalType and RemoteType are the selected pair's candidate types
 	// (host, srflx, prflx, relay).
@@ -168,6 +173,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 	}
 	send(&proto.Offer{Session: sess.Session, SDP: offer.SDP})
 	errc := make(chan error, 1)
+	var answered atomic.Bool
 	go func() {
 		for {
 			m, err := read()
@@ -181,6 +187,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 					errc <- err
 					return
 				}
+				answered.Store(true)
 			case *proto.Candidate:
 				if m.Candidate != "" {
 					_ = pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: m.Candidate, SDPMid: m.SDPMid, SDPMLineIndex: m.SDPMLineIndex})
@@ -216,6 +223,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		}
 		break
 	}
+	res.Answered = answered.Load()
 	res.Frames = int(frames.Load())
 	res.MediaBytes = mediaBytes.Load()
 	res.FirstFrame = time.Duration(firstFrame.Load())
@@ -230,7 +238,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		}
 	}
 	if res.Error == "" && res.Frames < req.Frames {
-		res.Error = errors.New("too few frames").Error()
+		res.Error = fmt.Sprintf("%d frames, want %d", res.Frames, req.Frames)
 	}
 	return res
 }

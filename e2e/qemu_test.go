@@ -20,19 +20,6 @@ import (
 	"github.com/peercam/peercam/rendezvous/server"
 )
 
-// agentBinary cross-builds the agent the way make cross does and returns its
-// path.
-func agentBinary(t testing.TB, goarch string, env ...string) string {
-	t.Helper()
-	out := filepath.Join(t.TempDir(), "device-agent-"+goarch)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, "../device-agent")
-	cmd.Env = append(os.Environ(), append([]string{"CGO_ENABLED=0", "GOOS=linux", "GOARCH=" + goarch}, env...)...)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build agent for %s: %v\n%s", goarch, err, b)
-	}
-	return out
-}
-
 // runningAgent is an agent binary running in its own process.
 type runningAgent struct {
 	cmd *exec.Cmd
@@ -92,14 +79,7 @@ nvr:
 	}
 	a := &runningAgent{cmd: cmd, id: id, log: logf}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+		if stopProcess(cmd, 10*time.Second) {
 			t.Errorf("%s did not stop within 10 s of SIGINT", filepath.Base(bin))
 		}
 		if t.Failed() {

@@ -50,16 +50,15 @@ var NATs = []NAT{NATNone, NATCone, NATSymmetric}
 
 // Addresses in the lab.
 const (
-	InetAddr         = "11.0.0.1"
-	RendezvousAddr   = "11.0.0.2"
-	TURNAddr         = "11.0.0.3"
-	HomeRouterWAN    = "11.0.0.11"
-	ViewerRouterWAN  = "11.0.0.22"
-	homeLANNAT       = "192.168.1"
-	viewerLANNAT     = "10.0.0"
-	homeLANPublic    = "11.0.1"
-	viewerLANPublic  = "11.0.2"
-	publicPrefixBits = 24
+	InetAddr        = "11.0.0.1"
+	RendezvousAddr  = "11.0.0.2"
+	TURNAddr        = "11.0.0.3"
+	HomeRouterWAN   = "11.0.0.11"
+	ViewerRouterWAN = "11.0.0.22"
+	homeLANNAT      = "192.168.1"
+	viewerLANNAT    = "10.0.0"
+	homeLANPublic   = "11.0.1"
+	viewerLANPublic = "11.0.2"
 )
 
 // Config chooses each router's NAT.
@@ -76,10 +75,9 @@ type Lab struct {
 	cfg Config
 	// Namespace names.
 	Inet, RV, TURN, HomeRouter, Home, ViewerRouter, Viewer string
-	// HomeAddr and ViewerAddr are the hosts' LAN addresses; HomeGateway is
-	// the home router's LAN address.
-	HomeAddr, ViewerAddr, HomeGateway string
-	made                              []string
+	// HomeAddr and ViewerAddr are the hosts' LAN addresses.
+	HomeAddr, ViewerAddr string
+	made                 []string
 }
 
 // New builds the lab. On error it tears down what it made.
@@ -137,42 +135,42 @@ func New(cfg Config) (l *Lab, err error) {
 			return nil, err
 		}
 	}
-	l.HomeAddr, l.HomeGateway, err = l.site(l.HomeRouter, l.Home, HomeRouterWAN, cfg.AgentNAT, homeLANNAT, homeLANPublic)
+	l.HomeAddr, err = l.site(l.HomeRouter, l.Home, HomeRouterWAN, cfg.AgentNAT, homeLANNAT, homeLANPublic)
 	if err != nil {
 		return nil, err
 	}
-	l.ViewerAddr, _, err = l.site(l.ViewerRouter, l.Viewer, ViewerRouterWAN, cfg.ViewerNAT, viewerLANNAT, viewerLANPublic)
+	l.ViewerAddr, err = l.site(l.ViewerRouter, l.Viewer, ViewerRouterWAN, cfg.ViewerNAT, viewerLANNAT, viewerLANPublic)
 	if err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
-// site wires a router and the host behind it and returns the host's and the
-// router's LAN addresses.
-func (l *Lab) site(router, host, wan string, nat NAT, natLAN, publicLAN string) (hostAddr, gw string, err error) {
+// site wires a router and the host behind it and returns the host's LAN
+// address.
+func (l *Lab) site(router, host, wan string, nat NAT, natLAN, publicLAN string) (string, error) {
 	lan := natLAN
 	if nat == NATNone {
 		lan = publicLAN
 		// The inet namespace routes the public subnet to this router.
 		if err := l.ip(l.Inet, "route", "add", lan+".0/24", "via", wan); err != nil {
-			return "", "", err
+			return "", err
 		}
 	}
-	gw, hostAddr = lan+".1", lan+".10"
+	gw, hostAddr := lan+".1", lan+".10"
 	if err := l.link(router, "", host, "eth0", hostAddr+"/24"); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if err := l.ip(router, "addr", "add", gw+"/24", "dev", "lan"); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if err := l.ip(host, "route", "add", "default", "via", gw); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if err := l.sysctl(router, "net.ipv4.ip_forward=1"); err != nil {
-		return "", "", err
+		return "", err
 	}
-	return hostAddr, gw, l.nft(router, rules(nat, hostAddr))
+	return hostAddr, l.nft(router, rules(nat, hostAddr))
 }
 
 // rules is a router's nftables ruleset. The chains named *miniupnpd are the
@@ -290,15 +288,6 @@ func (l *Lab) Bytes(ns, dev string) (rx, tx uint64, err error) {
 		}
 	}
 	return rx, tx, nil
-}
-
-// SetLink takes interface dev in ns down or up, as a flapping uplink does.
-func (l *Lab) SetLink(ns, dev string, up bool) error {
-	state := "down"
-	if up {
-		state = "up"
-	}
-	return l.ip(ns, "link", "set", dev, state)
 }
 
 // Close removes every namespace; their links and processes' sockets go

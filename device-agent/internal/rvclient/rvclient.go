@@ -212,6 +212,7 @@ func (c *Client) verify(cs tls.ConnectionState) error {
 	for _, ic := range cs.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(ic)
 	}
+	opts.CurrentTime = time.Now()
 	if c.cfg.Clock != nil {
 		opts.CurrentTime = c.cfg.Clock.Now()
 	}
