@@ -59,7 +59,10 @@
 // and passes it to the agent inside offer.token; the agent verifies it again
 // against the pinned key before answering. The viewer's offer is recvonly; the
 // agent answers with one video track (and one audio track when the camera has
-// G.711 audio). An empty candidate string means end of candidates. trickle=false
+// G.711 audio). An empty candidate string means end of candidates. The agent
+// sends a session's candidates only after its answer, so a viewer never has
+// to hold them; a viewer may trickle its own before the answer, and the agent
+// holds those (up to 32 per session) until it has answered. trickle=false
 // (WHEP) asks the agent to put all its candidates into the answer.
 //
 // ice_servers in session (to the viewer) and in offer (to the agent) are that

@@ -143,6 +143,14 @@ type Session struct {
 	// m.mu.
 	remoteSet bool
 
+	// sigMu orders what the agent signals: pion gathers as soon as the
+	// local description is set and may find a candidate before the answer
+	// is sent, but a viewer cannot add a candidate before it has the
+	// answer, and one that does not hold them would lose it.
+	sigMu    sync.Mutex
+	answered bool
+	held     []proto.Message
+
 	mu sync.Mutex // guards sub and expiry
 	// sub is the viewer's frame queue, set once DTLS is up.
 	sub *fanout.Sub
@@ -279,11 +287,11 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 	if req.Trickle {
 		pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 			if c == nil {
-				s.send(&proto.Candidate{Session: s.id}) // end of candidates
+				s.signal(&proto.Candidate{Session: s.id}) // end of candidates
 				return
 			}
 			init := c.ToJSON()
-			s.send(&proto.Candidate{Session: s.id, Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex})
+			s.signal(&proto.Candidate{Session: s.id, Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex})
 		})
 	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
@@ -318,8 +326,26 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 			return ctx.Err()
 		}
 	}
+	s.sigMu.Lock()
+	defer s.sigMu.Unlock()
 	s.send(&proto.Answer{Session: s.id, SDP: pc.LocalDescription().SDP})
+	s.answered = true
+	for _, m := range s.held {
+		s.send(m)
+	}
+	s.held = nil
 	return nil
+}
+
+// signal sends a trickled candidate, holding it until the answer is out.
+func (s *Session) signal(m proto.Message) {
+	s.sigMu.Lock()
+	defer s.sigMu.Unlock()
+	if !s.answered {
+		s.held = append(s.held, m)
+		return
+	}
+	s.send(m)
 }
 
 // AddCandidate adds a viewer's trickled candidate.
