@@ -52,6 +52,7 @@ test: lint
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 10s ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSliceType$$' -fuzztime 5s ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitAccessUnits$$' -fuzztime 5s ./internal/media/h264
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePCPMap$$' -fuzztime 5s ./device-agent/internal/portmap
 
 test-short:
 	$(GO) test -short -count=1 ./...

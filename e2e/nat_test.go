@@ -31,6 +31,11 @@ type natCell struct {
 	// TURN runs coturn on the public segment and configures the rendezvous
 	// to hand out credentials for it.
 	TURN bool
+	// Router runs miniupnpd on the home router with these services, and
+	// Mapping is the agent's port_mapping setting (default "off", so that
+	// cells without a router measure hole punching alone).
+	Router  lab.Router
+	Mapping string
 }
 
 func (c natCell) String() string {
@@ -38,7 +43,25 @@ func (c natCell) String() string {
 	if c.TURN {
 		s += ", TURN"
 	}
+	if r := c.Router.String(); r != "" {
+		s += ", " + r
+	}
 	return s
+}
+
+// helpers names the cell's TURN relay and router mapping, for the matrix.
+func (c natCell) helpers() string {
+	var h []string
+	if c.TURN {
+		h = append(h, "TURN")
+	}
+	if r := c.Router.String(); r != "" {
+		h = append(h, r)
+	}
+	if len(h) == 0 {
+		return "-"
+	}
+	return strings.Join(h, ", ")
 }
 
 // labRun is a whole PeerCam in a NAT lab: rendezvous on the public segment,
@@ -85,15 +108,28 @@ func startLab(t testing.TB, cell natCell) *labRun {
 		t.Fatal(err)
 	}
 	r.start(t, "rendezvous", l.RV, bins.rendezvous, rvArgs...)
+	if cell.Router != (lab.Router{}) {
+		cmd, err := l.MiniUPnPd(cell.Router, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.startCmd(t, "miniupnpd", cmd)
+	}
 	r.start(t, "firmware-sim", l.Home, bins.sim, "-listen", "127.0.0.1:8554", "-channels", "1", "-main-kbps", "3000")
+	mapping := cell.Mapping
+	if mapping == "" {
+		mapping = "off"
+	}
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`rendezvous: http://%s:8080
 state_dir: %s
 webrtc_listen: 0.0.0.0:8189
+port_mapping: %s
+port_mapping_lease: 4s
 cameras:
   - url: rtsp://admin:admin@127.0.0.1:8554/Streaming/Channels/101
     always_on: true
-`, lab.RendezvousAddr, filepath.Join(dir, "state"))), 0o600)
+`, lab.RendezvousAddr, filepath.Join(dir, "state"), mapping)), 0o600)
 	out, err := exec.Command(bins.agent, "-config", cfg, "-print-id").Output()
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +153,11 @@ cameras:
 
 func (r *labRun) start(t testing.TB, name, ns, bin string, args ...string) {
 	t.Helper()
-	cmd := r.lab.Command(ns, bin, args...)
+	r.startCmd(t, name, r.lab.Command(ns, bin, args...))
+}
+
+func (r *labRun) startCmd(t testing.TB, name string, cmd *exec.Cmd) {
+	t.Helper()
 	buf := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = buf, buf
 	if err := cmd.Start(); err != nil {
@@ -126,6 +166,25 @@ func (r *labRun) start(t testing.TB, name, ns, bin string, args ...string) {
 	r.procs = append(r.procs, cmd)
 	r.logs = append(r.logs, buf)
 	r.names = append(r.names, name)
+}
+
+// log returns a process's output so far.
+func (r *labRun) log(name string) string {
+	for i, n := range r.names {
+		if n == name {
+			return r.logs[i].String()
+		}
+	}
+	return ""
+}
+
+// stop stops one process (SIGINT, then SIGKILL after 5 s).
+func (r *labRun) stop(name string) {
+	for i, n := range r.names {
+		if n == name {
+			stopProcess(r.procs[i], 5*time.Second)
+		}
+	}
 }
 
 func (r *labRun) close() {
@@ -168,17 +227,25 @@ func TestNATMatrix(t *testing.T) {
 			cells = append(cells, natCell{Agent: a, Viewer: v})
 		}
 	}
-	cells = append(cells, natCell{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, TURN: true})
+	cells = append(cells,
+		natCell{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, TURN: true},
+		natCell{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, Router: lab.Router{UPnP: true, NATPMP: true}, Mapping: "auto"})
 	var table []string
 	for _, cell := range cells {
 		t.Run(strings.ReplaceAll(cell.String(), " ", "_"), func(t *testing.T) {
 			r := startLab(t, cell)
 			res := r.view(t, 10, 0)
-			row := fmt.Sprintf("| %-9s | %-9s | %-4s | %-9s | %-8s | %-13s | %9s |", cell.Agent, cell.Viewer, yesNo(cell.TURN),
+			row := fmt.Sprintf("| %-9s | %-9s | %-24s | %-9s | %-8s | %-13s | %9s |", cell.Agent, cell.Viewer, cell.helpers(),
 				yesNo(res.Connected && res.Error == ""), pathKind(res), res.LocalType+"/"+res.RemoteType, res.FirstFrame.Round(time.Millisecond))
 			table = append(table, row)
 			bothSymmetric := cell.Agent == lab.NATSymmetric && cell.Viewer == lab.NATSymmetric
+			mapped := cell.Router != (lab.Router{})
 			switch {
+			case bothSymmetric && mapped:
+				// The viewer reaches the router's forwarded port.
+				if res.Error != "" || res.Relayed() || res.RemoteType != "srflx" {
+					t.Fatalf("want direct video to the mapped port: %+v", res)
+				}
 			case bothSymmetric && !cell.TURN:
 				// Signaling must work, so that the failure is ICE's.
 				if !res.Answered || res.Connected || res.Frames > 0 {
@@ -198,7 +265,7 @@ func TestNATMatrix(t *testing.T) {
 			}
 		})
 	}
-	t.Log("\n| agent NAT | viewer NAT | TURN | connected | path     | local/remote  | 1st frame |\n" +
+	t.Log("\n| agent NAT | viewer NAT | helpers                  | connected | path     | local/remote  | 1st frame |\n" +
 		"|---|---|---|---|---|---|---|\n" + strings.Join(table, "\n"))
 }
 

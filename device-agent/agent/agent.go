@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -21,6 +22,7 @@ import (
 	"github.com/peercam/peercam/device-agent/internal/fanout"
 	"github.com/peercam/peercam/device-agent/internal/identity"
 	"github.com/peercam/peercam/device-agent/internal/peer"
+	"github.com/peercam/peercam/device-agent/internal/portmap"
 	"github.com/peercam/peercam/device-agent/internal/rvclient"
 	"github.com/peercam/peercam/internal/logging"
 	"github.com/peercam/peercam/internal/viewertoken"
@@ -39,6 +41,8 @@ type Agent struct {
 
 	udp   net.PacketConn
 	peers *peer.Manager
+	// mapper keeps a port mapping on the home router; nil when off.
+	mapper *portmap.Mapper
 	link  *rvclient.Client
 	// clock is the time for token checks: the rendezvous's, once known.
 	clock *clock.Clock
@@ -86,13 +90,23 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("agent: webrtc_listen: %w", err)
 	}
 	host, _, _ := net.SplitHostPort(cfg.WebRTCListen)
-	loopback := net.ParseIP(host) != nil && net.ParseIP(host).IsLoopback()
-	pionLog := logging.PionFactory{Log: a.log}
-	a.peers = peer.NewManager(peer.Config{
-		UDPMux:          webrtc.NewICEUDPMux(pionLog.NewLogger("udpmux"), a.udp),
+	listenIP, _ := netip.ParseAddr(host)
+	loopback := listenIP.IsLoopback()
+	protocols, _ := portmap.ParseProtocols(cfg.PortMapping) // checked by Validate
+	pcfg := peer.Config{
+		UDPMux:          webrtc.NewICEUDPMux(logging.PionFactory{Log: a.log}.NewLogger("udpmux"), a.udp),
 		IncludeLoopback: loopback,
 		Logger:          a.log,
-	})
+	}
+	if len(protocols) > 0 && !loopback {
+		a.mapper = portmap.New(portmap.Config{Port: uint16(a.udp.LocalAddr().(*net.UDPAddr).Port), LocalIP: listenIP.Unmap(),
+			Protocols: protocols, Lease: cfg.PortMappingLease, Logger: a.log})
+		pcfg.Mapped = func() (netip.AddrPort, netip.AddrPort, bool) {
+			m, ok := a.mapper.Current()
+			return m.External, m.Internal, ok
+		}
+	}
+	a.peers = peer.NewManager(pcfg)
 	var roots *x509.CertPool
 	if cfg.RendezvousCA != "" {
 		if roots, err = loadCA(cfg.RendezvousCA); err != nil {
@@ -119,8 +133,15 @@ func (a *Agent) Stream(camera, kind string) *fanout.Stream { return a.streams[ca
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("device agent starting", "version", Version, "cameras", len(a.cameras),
 		"webrtc", a.udp.LocalAddr().String(), "rendezvous", a.cfg.Rendezvous)
+	var mapped sync.WaitGroup
+	if a.mapper != nil {
+		mctx, stop := context.WithCancel(ctx)
+		defer stop()
+		mapped.Go(func() { a.mapper.Run(mctx) })
+	}
 	err := a.link.Run(ctx)
 	a.peers.Close()
+	mapped.Wait() // the mapping is removed from the router
 	a.closeStreams()
 	a.udp.Close()
 	if errors.Is(err, rvclient.ErrRefused) {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/peercam/peercam/device-agent/internal/portmap"
 )
 
 // Config is the agent's configuration, read from YAML, then the environment
@@ -26,6 +28,14 @@ type Config struct {
 	// WebRTCListen is the one UDP address for all WebRTC traffic. Default
 	// 0.0.0.0:8189.
 	WebRTCListen string `yaml:"webrtc_listen"`
+	// PortMapping asks the home router to forward WebRTC's UDP port, so
+	// viewers behind any NAT reach the agent directly: "auto" (default)
+	// tries PCP, NAT-PMP and UPnP IGD in turn, "off" never asks, and a
+	// list such as "upnp,natpmp" tries only those.
+	PortMapping string `yaml:"port_mapping"`
+	// PortMappingLease is the lease asked of the router, renewed at half
+	// of what it grants. Default 2h.
+	PortMappingLease time.Duration `yaml:"port_mapping_lease"`
 	// RTSPTransport is tcp (default), udp or auto.
 	RTSPTransport string `yaml:"rtsp_transport"`
 	// Linger keeps a camera stream open after its last viewer. Default 30s.
@@ -89,6 +99,7 @@ type NVRConfig struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
+		PortMapping: "auto", PortMappingLease: 2 * time.Hour,
 		Linger: 30 * time.Second, MaxViewers: 16, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
 }
 
@@ -145,6 +156,12 @@ func (c Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.WebRTCListen); err != nil {
 		return fmt.Errorf("agent: webrtc_listen: %w", err)
+	}
+	if _, err := portmap.ParseProtocols(c.PortMapping); err != nil {
+		return fmt.Errorf("agent: port_mapping: %w", err)
+	}
+	if c.PortMappingLease < 2*time.Second {
+		return fmt.Errorf("agent: port_mapping_lease: %s is too short; the default is 2h", c.PortMappingLease)
 	}
 	switch c.RTSPTransport {
 	case "tcp", "udp", "auto":

@@ -322,3 +322,88 @@ func run(name string, args ...string) error {
 	}
 	return nil
 }
+
+// Router is a home router's port mapping service (miniupnpd).
+type Router struct {
+	// UPnP serves UPnP IGD; IGDv1 makes it describe itself as IGD v1
+	// (WANIPConnection:1) instead of v2.
+	UPnP, IGDv1 bool
+	// NATPMP serves NAT-PMP and PCP (miniupnpd answers both on port 5351).
+	NATPMP bool
+}
+
+func (r Router) String() string {
+	var s []string
+	if r.UPnP {
+		v := "UPnP IGDv2"
+		if r.IGDv1 {
+			v = "UPnP IGDv1"
+		}
+		s = append(s, v)
+	}
+	if r.NATPMP {
+		s = append(s, "NAT-PMP/PCP")
+	}
+	return strings.Join(s, "+")
+}
+
+// MiniUPnPdConfig is the miniupnpd.conf for the home router: WAN and LAN
+// interfaces, the lab's nftables chains, leases from 2 s (so tests can watch
+// renewals) and mappings only for LAN hosts, each to its own address.
+func (l *Lab) MiniUPnPdConfig(r Router) string {
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	lan := homeLANNAT
+	if l.cfg.AgentNAT == NATNone {
+		lan = homeLANPublic
+	}
+	return fmt.Sprintf(`ext_ifname=wan
+listening_ip=lan
+http_port=0
+enable_upnp=%s
+enable_natpmp=%s
+force_igd_desc_v1=%s
+secure_mode=yes
+system_uptime=yes
+min_lifetime=2
+max_lifetime=86400
+uuid=3d3cec3a-8cf0-11e0-98ee-001a6bd2d07b
+upnp_table_name=filter
+upnp_nat_table_name=filter
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 %s.0/24 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
+`, yes(r.UPnP), yes(r.NATPMP), yes(r.IGDv1), lan)
+}
+
+// MiniUPnPd returns the command that runs miniupnpd in the home router's
+// namespace in the foreground, with its config and pid file in dir.
+func (l *Lab) MiniUPnPd(r Router, dir string) (*exec.Cmd, error) {
+	conf := dir + "/miniupnpd.conf"
+	if err := os.WriteFile(conf, []byte(l.MiniUPnPdConfig(r)), 0o600); err != nil {
+		return nil, fmt.Errorf("lab: miniupnpd config: %w", err)
+	}
+	return l.Command(l.HomeRouter, "miniupnpd", "-d", "-4", "-f", conf, "-P", dir+"/miniupnpd.pid"), nil
+}
+
+// Forwards lists the home router's port forwards as miniupnpd wrote them
+// (the rules of its prerouting chain), one per line.
+func (l *Lab) Forwards() ([]string, error) {
+	out, err := l.Command(l.HomeRouter, "nft", "list", "chain", "inet", "filter", "prerouting_miniupnpd").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("lab: nft list: %w: %s", err, bytes.TrimSpace(out))
+	}
+	var rules []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "dnat") {
+			rules = append(rules, strings.TrimSpace(line))
+		}
+	}
+	return rules, nil
+}

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -43,7 +45,13 @@ type Config struct {
 	// CatchUp is how much faster than real time a viewer is fed the GOP cache.
 	// Default 8.
 	CatchUp int
-	Logger  *slog.Logger
+	// Mapped, when set, returns the port the home router forwards to the
+	// agent's UDP port (internal): it is offered to every viewer as an
+	// extra server-reflexive candidate, which reaches the agent through any
+	// NAT. pion cannot gather it (its UDP mux has no mapped-address hook),
+	// but it need not: the viewer's checks arrive at the host candidate.
+	Mapped func() (external, internal netip.AddrPort, ok bool)
+	Logger *slog.Logger
 }
 
 // Manager owns the sessions.
@@ -317,6 +325,8 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 	if err := pc.SetLocalDescription(ans); err != nil {
 		return err
 	}
+	mapped := s.m.mappedCandidate()
+	answerSDP := ""
 	if !req.Trickle {
 		// WHEP: the answer must carry every candidate.
 		select {
@@ -325,16 +335,68 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if answerSDP, err = withCandidate(pc.LocalDescription().SDP, mapped); err != nil {
+			return err
+		}
 	}
 	s.sigMu.Lock()
 	defer s.sigMu.Unlock()
-	s.send(&proto.Answer{Session: s.id, SDP: pc.LocalDescription().SDP})
+	if answerSDP == "" {
+		answerSDP = pc.LocalDescription().SDP
+	}
+	s.send(&proto.Answer{Session: s.id, SDP: answerSDP})
 	s.answered = true
+	if req.Trickle && mapped != "" {
+		mid, line := "0", uint16(0)
+		s.send(&proto.Candidate{Session: s.id, Candidate: "candidate:" + mapped, SDPMid: &mid, SDPMLineIndex: &line})
+	}
 	for _, m := range s.held {
 		s.send(m)
 	}
 	s.held = nil
 	return nil
+}
+
+// mappedCandidate is the router's port mapping as a candidate attribute
+// value, or "" when there is none.
+func (m *Manager) mappedCandidate() string {
+	if m.cfg.Mapped == nil {
+		return ""
+	}
+	ext, internal, ok := m.cfg.Mapped()
+	if !ok {
+		return ""
+	}
+	c, err := ice.NewCandidateServerReflexive(&ice.CandidateServerReflexiveConfig{Network: "udp", Address: ext.Addr().String(),
+		Port: int(ext.Port()), Component: 1, RelAddr: internal.Addr().String(), RelPort: int(internal.Port())})
+	if err != nil {
+		m.log.Warn("mapped candidate", "err", err)
+		return ""
+	}
+	return c.Marshal()
+}
+
+// withCandidate adds a candidate attribute to every media section of an SDP.
+func withCandidate(in, cand string) (string, error) {
+	if cand == "" {
+		return in, nil
+	}
+	var d sdp.SessionDescription
+	if err := d.Unmarshal([]byte(in)); err != nil {
+		return "", fmt.Errorf("the answer: %w", err)
+	}
+	for _, md := range d.MediaDescriptions {
+		at := len(md.Attributes) // before end-of-candidates, if any
+		for i, a := range md.Attributes {
+			if a.Key == "end-of-candidates" {
+				at = i
+				break
+			}
+		}
+		md.Attributes = slices.Insert(md.Attributes, at, sdp.Attribute{Key: "candidate", Value: cand})
+	}
+	b, err := d.Marshal()
+	return string(b), err
 }
 
 // signal sends a trickled candidate, holding it until the answer is out.
