@@ -43,7 +43,7 @@ type Agent struct {
 	peers *peer.Manager
 	// mapper keeps a port mapping on the home router; nil when off.
 	mapper *portmap.Mapper
-	link  *rvclient.Client
+	link   *rvclient.Client
 	// clock is the time for token checks: the rendezvous's, once known.
 	clock *clock.Clock
 
