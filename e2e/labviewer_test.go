@@ -67,7 +67,12 @@ type labViewerResult struct {
 	FirstFrame            time.Duration
 	// MediaBytes counts RTP payload and header bytes received.
 	MediaBytes int64
-	Error      string
+	// Restarts counts ICE restarts the viewer made after its path broke;
+	// Recovered counts the times ICE came back after breaking, and
+	// FramesAfterRecovery the frames received after the last of those.
+	Restarts, Recovered int
+	FramesAfterRecovery int
+	Error               string
 }
 
 // Relayed tells whether either side of the pair is a TURN relay.
@@ -83,35 +88,11 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		res.Error = err.Error()
 		return res
 	}
-	wsURL := "ws" + req.Rendezvous[len("http"):] + "/ws/viewer"
-	ws, _, err := websocket.DefaultDialer.DialContext(ctx, wsURL, nil)
-	if err != nil {
-		return fail(fmt.Errorf("dial %s: %w", wsURL, err))
-	}
-	defer ws.Close()
-	var wmu sync.Mutex // guards writes to ws
-	send := func(m proto.Message) {
-		b, _ := proto.Encode(m)
-		wmu.Lock()
-		defer wmu.Unlock()
-		_ = ws.WriteMessage(websocket.TextMessage, b)
-	}
-	read := func() (proto.Message, error) {
-		_ = ws.SetReadDeadline(time.Now().Add(req.Timeout))
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		return proto.Decode(b)
-	}
-	send(&proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token})
-	m, err := read()
+	sig := &labSignal{url: "ws" + req.Rendezvous[len("http"):] + "/ws/viewer", timeout: req.Timeout}
+	defer sig.close()
+	sess, err := sig.open(ctx, &proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token})
 	if err != nil {
 		return fail(err)
-	}
-	sess, ok := m.(*proto.Session)
-	if !ok {
-		return fail(fmt.Errorf("open: got %#v", m))
 	}
 	var ice []webrtc.ICEServer
 	for _, s := range sess.ICEServers {
@@ -119,6 +100,8 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 	}
 	se := webrtc.SettingEngine{}
 	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	// Like a browser: a path silent for 3 s is disconnected.
+	se.SetICETimeouts(3*time.Second, 15*time.Second, time.Second)
 	pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{ICEServers: ice})
 	if err != nil {
 		return fail(err)
@@ -158,11 +141,11 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 	})
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
 		if c == nil {
-			send(&proto.Candidate{Session: sess.Session})
+			sig.send(&proto.Candidate{Session: sess.Session})
 			return
 		}
 		ci := c.ToJSON()
-		send(&proto.Candidate{Session: sess.Session, Candidate: ci.Candidate, SDPMid: ci.SDPMid, SDPMLineIndex: ci.SDPMLineIndex})
+		sig.send(&proto.Candidate{Session: sess.Session, Candidate: ci.Candidate, SDPMid: ci.SDPMid, SDPMLineIndex: ci.SDPMLineIndex})
 	})
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -171,13 +154,59 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 	if err := pc.SetLocalDescription(offer); err != nil {
 		return fail(err)
 	}
-	send(&proto.Offer{Session: sess.Session, SDP: offer.SDP})
+	sig.send(&proto.Offer{Session: sess.Session, SDP: offer.SDP})
+
+	// ICE restart, as viewer-web's live.js does it: when the path has been
+	// broken for a moment, offer again with new ICE credentials on the same
+	// session, and again every 4 s until it is back.
+	var restarts, recovered atomic.Int64
+	var recoveredAt atomic.Int64 // frame count when ICE last came back
+	var broken atomic.Bool
+	restart := func() {
+		// The old WebSocket may be bound to an address that is gone:
+		// signal on a new one, which takes the session over.
+		if _, err := sig.open(ctx, &proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token, Resume: sess.Session}); err != nil {
+			return
+		}
+		o, err := pc.CreateOffer(&webrtc.OfferOptions{ICERestart: true})
+		if err != nil || pc.SetLocalDescription(o) != nil {
+			return
+		}
+		restarts.Add(1)
+		sig.send(&proto.Offer{Session: sess.Session, SDP: o.SDP})
+	}
+	pc.OnICEConnectionStateChange(func(st webrtc.ICEConnectionState) {
+		switch st {
+		case webrtc.ICEConnectionStateDisconnected, webrtc.ICEConnectionStateFailed:
+			if broken.Swap(true) {
+				return
+			}
+			go func() {
+				for broken.Load() && ctx.Err() == nil {
+					restart()
+					select {
+					case <-ctx.Done():
+					case <-time.After(4 * time.Second):
+					}
+				}
+			}()
+		case webrtc.ICEConnectionStateConnected:
+			if broken.Swap(false) {
+				recovered.Add(1)
+				recoveredAt.Store(frames.Load())
+			}
+		}
+	})
 	errc := make(chan error, 1)
 	var answered atomic.Bool
 	go func() {
 		for {
-			m, err := read()
-			if err != nil {
+			var m proto.Message
+			select {
+			case <-ctx.Done():
+				return
+			case m = <-sig.in:
+			case err := <-sig.errc:
 				errc <- err
 				return
 			}
@@ -225,6 +254,10 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 	}
 	res.Answered = answered.Load()
 	res.Frames = int(frames.Load())
+	res.Restarts, res.Recovered = int(restarts.Load()), int(recovered.Load())
+	if res.Recovered > 0 {
+		res.FramesAfterRecovery = res.Frames - int(recoveredAt.Load())
+	}
 	res.MediaBytes = mediaBytes.Load()
 	res.FirstFrame = time.Duration(firstFrame.Load())
 	res.Width, res.Height = int(width.Load()), int(height.Load())
@@ -241,4 +274,97 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		res.Error = fmt.Sprintf("%d frames, want %d", res.Frames, req.Frames)
 	}
 	return res
+}
+
+// labSignal is the viewer's signaling link; open replaces the WebSocket
+// with a new one, as a viewer does after its network changed.
+type labSignal struct {
+	url     string
+	timeout time.Duration
+	// in and errc carry what the current WebSocket reads.
+	in   chan proto.Message
+	errc chan error
+
+	mu sync.Mutex // guards ws and writes to it
+	ws *websocket.Conn
+}
+
+// open dials, sends o and waits for the session message; the new socket
+// then replaces the old one, which is closed.
+func (s *labSignal) open(ctx context.Context, o *proto.Open) (*proto.Session, error) {
+	if s.in == nil {
+		s.in, s.errc = make(chan proto.Message, 64), make(chan error, 1)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	ws, _, err := websocket.DefaultDialer.DialContext(dctx, s.url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", s.url, err)
+	}
+	b, _ := proto.Encode(o)
+	_ = ws.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		ws.Close()
+		return nil, err
+	}
+	_ = ws.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_, b, err = ws.ReadMessage()
+	if err != nil {
+		ws.Close()
+		return nil, err
+	}
+	m, err := proto.Decode(b)
+	sess, ok := m.(*proto.Session)
+	if err != nil || !ok {
+		ws.Close()
+		return nil, fmt.Errorf("open: got %#v (%v)", m, err)
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	s.mu.Lock()
+	old := s.ws
+	s.ws = ws
+	s.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	go func() {
+		for {
+			_, b, err := ws.ReadMessage()
+			s.mu.Lock()
+			current := s.ws == ws
+			s.mu.Unlock()
+			if !current {
+				return // replaced: its end is no news
+			}
+			if err != nil {
+				select {
+				case s.errc <- err:
+				default:
+				}
+				return
+			}
+			if m, err := proto.Decode(b); err == nil {
+				s.in <- m
+			}
+		}
+	}()
+	return sess, nil
+}
+
+func (s *labSignal) send(m proto.Message) {
+	b, _ := proto.Encode(m)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ws != nil {
+		_ = s.ws.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		_ = s.ws.WriteMessage(websocket.TextMessage, b)
+	}
+}
+
+func (s *labSignal) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ws != nil {
+		s.ws.Close()
+	}
 }

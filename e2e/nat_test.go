@@ -197,21 +197,33 @@ func (r *labRun) close() {
 // view runs the Go viewer in the viewer's namespace.
 func (r *labRun) view(t testing.TB, frames int, hold time.Duration) labViewerResult {
 	t.Helper()
+	return r.viewStart(t, frames, hold)()
+}
+
+// viewStart starts the Go viewer in the viewer's namespace; the function it
+// returns waits for the viewer's result.
+func (r *labRun) viewStart(t testing.TB, frames int, hold time.Duration) func() labViewerResult {
+	t.Helper()
 	spec, _ := json.Marshal(labViewerRequest{Rendezvous: fmt.Sprintf("http://%s:8080", lab.RendezvousAddr),
 		Device: r.deviceID, Camera: "1", Token: r.token, Frames: frames, Hold: hold, Timeout: 25*time.Second + hold})
 	cmd := r.lab.Command(r.lab.Viewer, os.Args[0])
 	cmd.Env = append(os.Environ(), labViewerEnv+"="+string(spec))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("lab viewer: %v\n%s", err, stderr.String())
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("lab viewer: %v", err)
 	}
-	var res labViewerResult
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("lab viewer said %q: %v", out, err)
+	return func() labViewerResult {
+		t.Helper()
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("lab viewer: %v\n%s", err, stderr.String())
+		}
+		var res labViewerResult
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+			t.Fatalf("lab viewer said %q: %v", stdout.Bytes(), err)
+		}
+		return res
 	}
-	return res
 }
 
 // The NAT matrix: each (agent NAT × viewer NAT) cell connects directly

@@ -65,6 +65,18 @@
 // holds those (up to 32 per session) until it has answered. trickle=false
 // (WHEP) asks the agent to put all its candidates into the answer.
 //
+// # Network changes
+//
+// When a viewer's path breaks (its address changed, its link dropped), it
+// restarts ICE on the same session: it opens a new WebSocket (the old one
+// may be bound to an address that is gone), sends open{device,camera,token?,
+// resume=session}, and after session{session} sends a new offer with new ICE
+// credentials. The rendezvous moves the session to the new connection only
+// for the same viewer (same share, or the device's owner), and the agent
+// answers an offer for a live session as a restart: same tracks, no new
+// viewer counted. The viewer repeats the restart every few seconds until the
+// path is back; the agent keeps the session until ICE fails for good.
+//
 // ice_servers in session (to the viewer) and in offer (to the agent) are that
 // session's STUN and TURN servers; TURN entries carry credentials minted for
 // the session (TURN REST shared secret), so both sides can fall back to the
@@ -102,5 +114,5 @@
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
 //	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
 //	            expired and viewer_cap for guest shares, the path message,
-//	            welcome.time and offer.ice_servers (additions only).
+//	            welcome.time and offer.ice_servers, open.resume (additions only).
 package proto

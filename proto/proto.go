@@ -112,6 +112,11 @@ type Open struct {
 	Camera string `json:"camera"`
 	Stream string `json:"stream,omitempty"`
 	Token  string `json:"token,omitempty"`
+	// Resume names a session this viewer opened on a connection its
+	// network change broke: the rendezvous moves the session to this
+	// connection (same ID) if the viewer is still allowed to watch, and
+	// the viewer then restarts ICE with a new offer.
+	Resume string `json:"resume,omitempty"`
 }
 
 // Session acknowledges Open.

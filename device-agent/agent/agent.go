@@ -233,11 +233,12 @@ func (a *Agent) onOffer(o *proto.Offer) {
 		fail(code, err.Error())
 		return
 	}
-	if claims.MaxViewers > 0 && a.peers.CountToken(claims.ID) >= claims.MaxViewers {
+	restart := a.peers.Has(o.Session) // an ICE restart: the session is counted already
+	if !restart && claims.MaxViewers > 0 && a.peers.CountToken(claims.ID) >= claims.MaxViewers {
 		fail(proto.CodeViewerCap, fmt.Sprintf("this share allows %d viewer(s) at a time", claims.MaxViewers))
 		return
 	}
-	if a.peers.Count() >= a.cfg.MaxViewers {
+	if !restart && a.peers.Count() >= a.cfg.MaxViewers {
 		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder already serves %d viewers, its limit; try again later", a.cfg.MaxViewers))
 		return
 	}
@@ -265,6 +266,8 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
 		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time))})
 	switch {
+	case err == nil && restart:
+		log.Debug("ICE restart answered")
 	case err == nil:
 		log.Info("session answered", "stream", kind, "subject", claims.Subject)
 	case errors.Is(err, fanout.ErrUnavailable):

@@ -77,7 +77,9 @@ type Lab struct {
 	Inet, RV, TURN, HomeRouter, Home, ViewerRouter, Viewer string
 	// HomeAddr and ViewerAddr are the hosts' LAN addresses.
 	HomeAddr, ViewerAddr string
-	made                 []string
+	// gateways are the hosts' routers' LAN addresses, by host namespace.
+	gateways map[string]string
+	made     []string
 }
 
 // New builds the lab. On error it tears down what it made.
@@ -95,7 +97,7 @@ func New(cfg Config) (l *Lab, err error) {
 	}
 	p := cfg.Name + "-"
 	l = &Lab{cfg: cfg, Inet: p + "inet", RV: p + "rv", TURN: p + "turn", HomeRouter: p + "hrt",
-		Home: p + "home", ViewerRouter: p + "vrt", Viewer: p + "view"}
+		Home: p + "home", ViewerRouter: p + "vrt", Viewer: p + "view", gateways: map[string]string{}}
 	defer func() {
 		if err != nil {
 			l.Close()
@@ -158,6 +160,7 @@ func (l *Lab) site(router, host, wan string, nat NAT, natLAN, publicLAN string) 
 		}
 	}
 	gw, hostAddr := lan+".1", lan+".10"
+	l.gateways[host] = gw
 	if err := l.link(router, "", host, "eth0", hostAddr+"/24"); err != nil {
 		return "", err
 	}
@@ -259,6 +262,53 @@ func (l *Lab) link(a, bridge, b, bName, addr string) error {
 		return err
 	}
 	return l.ip(b, "link", "set", bName, "up")
+}
+
+// SetLink takes a host's (l.Home's or l.Viewer's) link down or brings it
+// back up, as a pulled cable or lost Wi-Fi does. Up restores the default
+// route, as the host's DHCP client would.
+func (l *Lab) SetLink(host string, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	if err := l.ip(host, "link", "set", "eth0", state); err != nil {
+		return err
+	}
+	if up {
+		return l.ip(host, "route", "replace", "default", "via", l.gateways[host])
+	}
+	return nil
+}
+
+// Renumber moves a host to another address on its LAN, as a phone that
+// joins another network gets a new address, and returns it. The old
+// address stops working at once. (A cone router forwards to the first
+// address only: renumber behind none or symmetric.)
+func (l *Lab) Renumber(host string) (string, error) {
+	old := l.HomeAddr
+	if host == l.Viewer {
+		old = l.ViewerAddr
+	}
+	i := strings.LastIndexByte(old, '.')
+	n, _ := strconv.Atoi(old[i+1:])
+	addr := old[:i+1] + strconv.Itoa(n+1)
+	// Deleting the address takes the default route with it.
+	if err := l.ip(host, "addr", "del", old+"/24", "dev", "eth0"); err != nil {
+		return "", err
+	}
+	if err := l.ip(host, "addr", "add", addr+"/24", "dev", "eth0"); err != nil {
+		return "", err
+	}
+	if err := l.ip(host, "route", "replace", "default", "via", l.gateways[host]); err != nil {
+		return "", err
+	}
+	if host == l.Viewer {
+		l.ViewerAddr = addr
+	} else {
+		l.HomeAddr = addr
+	}
+	return addr, nil
 }
 
 // Command runs a program inside namespace ns.

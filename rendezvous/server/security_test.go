@@ -94,7 +94,8 @@ func TestSecuritySuite(t *testing.T) {
 	// The one viewer the capped share allows.
 	first := dial(t, s, "/ws/viewer", nil)
 	send(t, first, &proto.Open{Device: d.id, Camera: "1", Token: capped.Token})
-	if _, ok := recv(t, first).(*proto.Session); !ok {
+	firstSession, ok := recv(t, first).(*proto.Session)
+	if !ok {
 		t.Fatal("first viewer of the capped share refused")
 	}
 
@@ -129,6 +130,22 @@ func TestSecuritySuite(t *testing.T) {
 			wantError(t, m, tt.code)
 		})
 	}
+
+	// After a network change a viewer moves its session to a new socket;
+	// only the same share may, and it is not a second viewer.
+	t.Run("resume by another viewer", func(t *testing.T) {
+		ws := dial(t, s, "/ws/viewer", nil)
+		send(t, ws, &proto.Open{Device: d.id, Camera: "1", Token: good, Resume: firstSession.Session})
+		wantError(t, recv(t, ws), proto.CodeNotFound)
+	})
+	t.Run("resume by the same share within its viewer cap", func(t *testing.T) {
+		ws := dial(t, s, "/ws/viewer", nil)
+		send(t, ws, &proto.Open{Device: d.id, Camera: "1", Token: capped.Token, Resume: firstSession.Session})
+		m, ok := recv(t, ws).(*proto.Session)
+		if !ok || m.Session != firstSession.Session {
+			t.Fatalf("got %#v, want session %s", m, firstSession.Session)
+		}
+	})
 
 	t.Run("guest token on the owner API", func(t *testing.T) {
 		req, _ := http.NewRequest("GET", s.URL()+"/api/devices", nil)

@@ -37,16 +37,71 @@ export class LiveSession {
   }
 
   start() {
-    const ws = new WebSocket(wsURL('/ws/viewer'));
-    this.ws = ws;
     this.status('Connecting…');
-    ws.onopen = () => this.send({ type: 'open', device: this.o.device, camera: this.o.camera, stream: this.o.stream || 'main', ...(this.o.token ? { token: this.o.token } : {}) });
-    ws.onmessage = (ev) => this.onMessage(JSON.parse(ev.data));
-    ws.onclose = () => {
-      // Signaling may end once media flows; only an early close is an error.
-      if (!this.closed && !this.connected) this.fail('network');
-    };
+    this.openWS('').then((m) => this.negotiate(m), (m) => this.fail(m.code || 'network', m.message));
     this.watchFirstFrame();
+    this.onOnline = () => { if (this.connected && !this.broken) this.breakPath(); };
+    window.addEventListener('online', this.onOnline);
+  }
+
+  // openWS opens a signaling WebSocket and resolves with the session
+  // message; it then becomes this.ws and the old one is closed. With resume
+  // set, the rendezvous moves that session to the new socket (after a
+  // network change the old one may be bound to an address that is gone).
+  openWS(resume) {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(wsURL('/ws/viewer'));
+      const open = { type: 'open', device: this.o.device, camera: this.o.camera, stream: this.o.stream || 'main',
+        ...(this.o.token ? { token: this.o.token } : {}), ...(resume ? { resume } : {}) };
+      ws.onopen = () => ws.send(JSON.stringify({ v: V, ...open }));
+      ws.onmessage = (ev) => {
+        const m = JSON.parse(ev.data);
+        if (ws === this.ws) return this.onMessage(m);
+        if (m.type === 'session') {
+          const old = this.ws;
+          this.ws = ws;
+          if (old) old.close();
+          resolve(m);
+        } else if (m.type === 'error') {
+          ws.close();
+          reject(m);
+        }
+      };
+      ws.onclose = () => {
+        if (ws !== this.ws) return reject({ code: 'network' });
+        // Signaling may end once media flows; only an early close is an
+        // error. After a network change the restart opens a new one.
+        if (!this.closed && !this.connected) this.fail('network');
+      };
+    });
+  }
+
+  // breakPath starts ICE restarts: the path broke (the address changed, the
+  // link dropped). Every 4 s until it is back, for up to a minute, the
+  // session moves to a new WebSocket and offers with new ICE credentials;
+  // the agent keeps sending to the same tracks.
+  breakPath() {
+    if (this.broken || this.closed) return;
+    this.broken = true;
+    this.restarts = 0;
+    this.status('Reconnecting…');
+    const t0 = performance.now();
+    const tick = async () => {
+      if (!this.broken || this.closed) return;
+      if (performance.now() - t0 > 60000) return this.fail('connection_failed');
+      try {
+        await this.openWS(this.session);
+        const offer = await this.pc.createOffer({ iceRestart: true });
+        await this.pc.setLocalDescription(offer);
+        this.pending = [];
+        this.restarts++;
+        this.send({ type: 'offer', session: this.session, sdp: offer.sdp });
+      } catch (m) {
+        if (m && ['revoked', 'expired', 'unauthorized', 'forbidden', 'not_found'].includes(m.code)) return this.fail(m.code, m.message);
+      }
+      this.restartTimer = setTimeout(tick, 4000);
+    };
+    tick();
   }
 
   send(m) {
@@ -69,6 +124,7 @@ export class LiveSession {
       switch (m.type) {
         case 'session': return await this.negotiate(m);
         case 'answer': {
+          if (this.pc.signalingState !== 'have-local-offer') return; // an answer to an offer superseded by a restart
           await this.pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
           for (const c of this.pending) await this.pc.addIceCandidate(c);
           this.pending = [];
@@ -108,12 +164,22 @@ export class LiveSession {
     };
     pc.onconnectionstatechange = () => {
       if (pc.connectionState === 'connected') {
+        const first = !this.connected;
         this.connected = true;
+        if (this.broken) {
+          this.broken = false;
+          clearTimeout(this.restartTimer);
+          this.stats.recoveries = (this.stats.recoveries || 0) + 1;
+        }
         this.status('Connected');
-        this.pollStats();
-      } else if (pc.connectionState === 'failed') {
+        if (first) this.pollStats();
+      } else if (pc.connectionState === 'failed' && !this.connected) {
         this.fail('connection_failed');
       }
+    };
+    pc.oniceconnectionstatechange = () => {
+      // Once connected, a broken path is worth an ICE restart, not an error.
+      if (this.connected && (pc.iceConnectionState === 'disconnected' || pc.iceConnectionState === 'failed')) this.breakPath();
     };
     await pc.setLocalDescription(await pc.createOffer());
     this.send({ type: 'offer', session: this.session, sdp: pc.localDescription.sdp });
@@ -160,7 +226,8 @@ export class LiveSession {
       if (this.stats.width) parts.push(`${this.stats.width}×${this.stats.height}`);
       parts.push(`${this.stats.kbps} kbit/s`);
       if (this.stats.rtt !== null) parts.push(`RTT ${this.stats.rtt} ms`);
-      this.status(parts.join(' · '), this.stats.path);
+      if (this.broken) this.status('Reconnecting…');
+      else this.status(parts.join(' · '), this.stats.path);
       await new Promise((res) => setTimeout(res, 1000));
     }
   }
@@ -168,6 +235,8 @@ export class LiveSession {
   stop(sayBye = true) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.restartTimer);
+    window.removeEventListener('online', this.onOnline);
     if (sayBye && this.session) this.send({ type: 'bye', session: this.session, reason: 'viewer closed' });
     if (this.pc) this.pc.close();
     if (this.ws) this.ws.close();

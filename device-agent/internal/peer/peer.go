@@ -158,14 +158,33 @@ type Session struct {
 	sigMu    sync.Mutex
 	answered bool
 	held     []proto.Message
+	// negMu serialises offer/answer exchanges: the first and ICE restarts.
+	negMu sync.Mutex
+	// restarts counts ICE restarts; guarded by negMu.
+	restarts int
 
 	mu sync.Mutex // guards sub and expiry
 	// sub is the viewer's frame queue, set once DTLS is up.
 	sub *fanout.Sub
 }
 
-// Offer answers a viewer. On error nothing is left running.
+// Has tells whether a session is live: an offer for it is an ICE restart.
+func (m *Manager) Has(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sessions[id] != nil
+}
+
+// Offer answers a viewer. An offer for a live session is the viewer's ICE
+// restart (its network changed): the session renegotiates and keeps its
+// stream. On error nothing new is left running.
 func (m *Manager) Offer(ctx context.Context, req Request) error {
+	m.mu.Lock()
+	live := m.sessions[req.Session]
+	m.mu.Unlock()
+	if live != nil {
+		return live.restart(ctx, req)
+	}
 	info, err := req.Stream.Acquire(ctx)
 	if err != nil {
 		return err
@@ -184,22 +203,12 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 	m.sessions[req.Session] = s
 	m.mu.Unlock()
 
-	if err := s.answer(ctx, req); err != nil {
+	s.negMu.Lock()
+	err = s.answer(ctx, req)
+	s.negMu.Unlock()
+	if err != nil {
 		s.close("answer failed")
 		return err
-	}
-	m.mu.Lock()
-	var early []webrtc.ICECandidateInit
-	if e := m.early[req.Session]; e != nil {
-		early = e.list
-	}
-	delete(m.early, req.Session)
-	s.remoteSet = true
-	m.mu.Unlock()
-	for _, c := range early {
-		if err := s.pc.AddICECandidate(c); err != nil {
-			s.log.Debug("early candidate", "err", err)
-		}
 	}
 	if !req.Expires.IsZero() {
 		// The agent's own check: an expired token ends the session even if
@@ -289,6 +298,32 @@ func iceServers(in []proto.ICEServer) []webrtc.ICEServer {
 	return out
 }
 
+// restart answers a live session's new offer: the viewer restarts ICE after
+// its network changed. Media keeps flowing to the same tracks; the viewer
+// asks for a keyframe once the new path is up.
+func (s *Session) restart(ctx context.Context, req Request) error {
+	s.negMu.Lock()
+	defer s.negMu.Unlock()
+	if s.ctx.Err() != nil {
+		return fmt.Errorf("session %s has ended", s.id)
+	}
+	s.restarts++
+	s.log.Info("viewer restarts ICE", "restart", s.restarts)
+	// Candidates of the new generation wait for the new offer, as the
+	// first ones did; ours wait for the new answer.
+	s.m.mu.Lock()
+	s.remoteSet = false
+	s.m.mu.Unlock()
+	s.sigMu.Lock()
+	s.answered, s.held = false, nil
+	s.sigMu.Unlock()
+	if err := s.negotiate(ctx, req); err != nil {
+		s.log.Info("ICE restart failed", "err", err)
+		return err
+	}
+	return nil
+}
+
 func (s *Session) answer(ctx context.Context, req Request) error {
 	pc := s.pc
 	pc.OnConnectionStateChange(s.onState)
@@ -317,6 +352,22 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 		}
 		go s.readRTCP(as)
 	}
+	return s.reply(ctx, req)
+}
+
+// negotiate answers a later offer of the session (an ICE restart).
+func (s *Session) negotiate(ctx context.Context, req Request) error {
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
+		return fmt.Errorf("%w: %w", proto.ErrBadMessage, err)
+	}
+	return s.reply(ctx, req)
+}
+
+// reply creates and sends the answer to the offer just set, then the
+// trickled candidates held for it, and hands pc the viewer's candidates
+// that came before it.
+func (s *Session) reply(ctx context.Context, req Request) error {
+	pc := s.pc
 	ans, err := pc.CreateAnswer(nil)
 	if err != nil {
 		return err
@@ -339,14 +390,36 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 			return err
 		}
 	}
+	s.sendAnswer(answerSDP, req.Trickle, mapped)
+
+	m := s.m
+	m.mu.Lock()
+	var early []webrtc.ICECandidateInit
+	if e := m.early[s.id]; e != nil {
+		early = e.list
+	}
+	delete(m.early, s.id)
+	s.remoteSet = true
+	m.mu.Unlock()
+	for _, c := range early {
+		if err := pc.AddICECandidate(c); err != nil {
+			s.log.Debug("early candidate", "err", err)
+		}
+	}
+	return nil
+}
+
+// sendAnswer sends the answer, then the router-mapped candidate and the
+// candidates pion found meanwhile.
+func (s *Session) sendAnswer(answerSDP string, trickle bool, mapped string) {
 	s.sigMu.Lock()
 	defer s.sigMu.Unlock()
 	if answerSDP == "" {
-		answerSDP = pc.LocalDescription().SDP
+		answerSDP = s.pc.LocalDescription().SDP
 	}
 	s.send(&proto.Answer{Session: s.id, SDP: answerSDP})
 	s.answered = true
-	if req.Trickle && mapped != "" {
+	if trickle && mapped != "" {
 		mid, line := "0", uint16(0)
 		s.send(&proto.Candidate{Session: s.id, Candidate: "candidate:" + mapped, SDPMid: &mid, SDPMLineIndex: &line})
 	}
@@ -354,7 +427,6 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 		s.send(m)
 	}
 	s.held = nil
-	return nil
 }
 
 // mappedCandidate is the router's port mapping as a candidate attribute

@@ -80,7 +80,39 @@ func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m
 		}
 		v = Viewer{Token: claims, RawToken: m.Token}
 	}
+	if m.Resume != "" {
+		return h.resume(ctx, v, m, ep)
+	}
 	return h.open(ctx, v, m.Device, m.Camera, m.Stream, ep)
+}
+
+// resume moves a live session to the viewer's new connection, after its
+// network changed, if the same viewer is still allowed to watch. Anything
+// else is "not found": session IDs are not to be probed.
+func (h *Hub) resume(ctx context.Context, v Viewer, m *proto.Open, ep endpoint) (*session, error) {
+	token, err := h.authorize(ctx, v, m.Device, m.Camera)
+	if err != nil {
+		return nil, err
+	}
+	if v.Token != nil {
+		if sh, err := h.cfg.Store.Share(ctx, v.Token.ID); err == nil && !sh.Revoked.IsZero() {
+			return nil, ErrRevoked
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := h.sessions[m.Resume]
+	same := s != nil && s.deviceID == m.Device && s.camera == m.Camera
+	if same && v.Token != nil {
+		same = s.tokenID == v.Token.ID
+	} else if same {
+		same = s.tokenID == "" && v.Owner != nil && s.ownerID == v.Owner.ID
+	}
+	if !same {
+		return nil, fmt.Errorf("session %s: %w", m.Resume, ErrNotFound)
+	}
+	s.viewer, s.token = ep, token
+	return s, nil
 }
 
 // offerFor builds the offer the device receives for a session.
