@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,13 +18,24 @@ import (
 // and a fresh profile, and returns a tab context.
 func chromium(t testing.TB) context.Context {
 	t.Helper()
+	ctx, cancel, err := startChromium(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// startChromium starts headless Chromium on a phone-sized viewport with
+// profile dir, and returns a tab context and the function that stops it.
+func startChromium(dir string, extra ...chromedp.ExecAllocatorOption) (context.Context, func(), error) {
 	path, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Fatal("chromium is not installed: run make deps")
+		return nil, nil, errors.New("chromium is not installed: run make deps")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
 		chromedp.Flag("disable-gpu", true),
@@ -32,14 +44,15 @@ func chromium(t testing.TB) context.Context {
 		chromedp.Flag("disable-sync", true),
 		chromedp.Flag("autoplay-policy", "no-user-gesture-required"),
 	)
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(opts, extra...)...)
 	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	stop := func() { cancel(); cancelAlloc() }
 	// The first Run starts the browser: no timeout on it.
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2))); err != nil {
-		t.Fatal(err)
+		stop()
+		return nil, nil, err
 	}
-	return ctx
+	return ctx, stop, nil
 }
 
 // do runs steps with a deadline.
@@ -86,6 +99,7 @@ type liveStats struct {
 	Width         int      `json:"width"`
 	Height        int      `json:"height"`
 	Path          string   `json:"path"`
+	Pair          string   `json:"pair"`
 }
 
 func sessionStats(t testing.TB, ctx context.Context) []liveStats {

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/chromedp/chromedp"
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
 
@@ -27,9 +29,12 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(labViewerEnv); spec != "" {
 		var req labViewerRequest
 		var res labViewerResult
-		if err := json.Unmarshal([]byte(spec), &req); err != nil {
+		switch err := json.Unmarshal([]byte(spec), &req); {
+		case err != nil:
 			res.Error = err.Error()
-		} else {
+		case req.Browser:
+			res = runLabBrowser(req)
+		default:
 			res = runLabViewer(req)
 		}
 		_ = json.NewEncoder(os.Stdout).Encode(res)
@@ -52,6 +57,10 @@ type labViewerRequest struct {
 	Hold   time.Duration
 	// Timeout bounds the whole session.
 	Timeout time.Duration
+	// Browser: watch in headless Chromium through the guest page instead,
+	// saving a screenshot to Screenshot.
+	Browser    bool
+	Screenshot string
 }
 
 // labViewerResult is what it saw.
@@ -72,7 +81,9 @@ type labViewerResult struct {
 	// FramesAfterRecovery the frames received after the last of those.
 	Restarts, Recovered int
 	FramesAfterRecovery int
-	Error               string
+	// PageStatus is the browser page's text (browser viewer only).
+	PageStatus string
+	Error      string
 }
 
 // Relayed tells whether either side of the pair is a TURN relay.
@@ -367,4 +378,55 @@ func (s *labSignal) close() {
 	if s.ws != nil {
 		s.ws.Close()
 	}
+}
+
+// runLabBrowser opens the guest link in headless Chromium, inside the
+// viewer's namespace, and reads the live view's own stats.
+func runLabBrowser(req labViewerRequest) (res labViewerResult) {
+	dir, err := os.MkdirTemp("", "peercam-lab-chromium-")
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer os.RemoveAll(dir)
+	// Chromium hides host addresses behind mDNS names by default, which
+	// the agent does not resolve; a page with camera permission would show
+	// them, and a lab has no mDNS.
+	ctx, stop, err := startChromium(dir, chromedp.Flag("disable-features", "WebRtcHideLocalIpsWithMdns"))
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer stop()
+	tctx, cancel := context.WithTimeout(ctx, req.Timeout)
+	defer cancel()
+	start := time.Now()
+	link := req.Rendezvous + "/s/#" + req.Token
+	playing := `(() => { const s = window.peercam && window.peercam.sessions()[0]; return !!s && s.framesDecoded > 10 && s.width > 0 && s.path !== ''; })()`
+	err = chromedp.Do(tctx, chromedp.Navigate(link), waitJS(playing))
+	raw, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`JSON.stringify({s: window.peercam && window.peercam.sessions()[0], text: document.body.innerText})`))
+	var page struct {
+		S    *liveStats `json:"s"`
+		Text string     `json:"text"`
+	}
+	_ = json.Unmarshal([]byte(raw), &page)
+	if req.Screenshot != "" {
+		if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
+			_ = os.WriteFile(req.Screenshot, png, 0o644)
+		}
+	}
+	if err != nil {
+		res.Error = fmt.Sprintf("after %s: %v; page: %q", time.Since(start).Round(time.Millisecond), err, page.Text)
+	}
+	if s := page.S; s != nil {
+		res.Answered = s.FramesDecoded > 0
+		res.Connected = s.Path != ""
+		res.Frames, res.Width, res.Height = s.FramesDecoded, s.Width, s.Height
+		if s.FirstFrameMs != nil {
+			res.FirstFrame = time.Duration(*s.FirstFrameMs * float64(time.Millisecond))
+		}
+		res.LocalType, res.RemoteType, _ = strings.Cut(s.Pair, "/")
+		res.PageStatus = page.Text
+	}
+	return res
 }

@@ -200,12 +200,32 @@ func (r *labRun) view(t testing.TB, frames int, hold time.Duration) labViewerRes
 	return r.viewStart(t, frames, hold)()
 }
 
+// viewBrowser watches in headless Chromium in the viewer's namespace, and
+// saves a screenshot as e2e/artifacts/<name>.png.
+func (r *labRun) viewBrowser(t testing.TB, name string) labViewerResult {
+	t.Helper()
+	if err := os.MkdirAll("artifacts", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot, _ := filepath.Abs(filepath.Join("artifacts", name+".png"))
+	res := r.run(t, labViewerRequest{Rendezvous: fmt.Sprintf("http://%s:8080", lab.RendezvousAddr),
+		Device: r.deviceID, Camera: "1", Token: r.token, Timeout: 40 * time.Second, Browser: true, Screenshot: shot})()
+	t.Logf("screenshot: e2e/artifacts/%s.png", name)
+	return res
+}
+
 // viewStart starts the Go viewer in the viewer's namespace; the function it
 // returns waits for the viewer's result.
 func (r *labRun) viewStart(t testing.TB, frames int, hold time.Duration) func() labViewerResult {
 	t.Helper()
-	spec, _ := json.Marshal(labViewerRequest{Rendezvous: fmt.Sprintf("http://%s:8080", lab.RendezvousAddr),
+	return r.run(t, labViewerRequest{Rendezvous: fmt.Sprintf("http://%s:8080", lab.RendezvousAddr),
 		Device: r.deviceID, Camera: "1", Token: r.token, Frames: frames, Hold: hold, Timeout: 25*time.Second + hold})
+}
+
+// run starts this test binary as a lab viewer in the viewer's namespace.
+func (r *labRun) run(t testing.TB, req labViewerRequest) func() labViewerResult {
+	t.Helper()
+	spec, _ := json.Marshal(req)
 	cmd := r.lab.Command(r.lab.Viewer, os.Args[0])
 	cmd.Env = append(os.Environ(), labViewerEnv+"="+string(spec))
 	var stdout, stderr bytes.Buffer
@@ -333,6 +353,38 @@ func TestMediaBypassesRendezvous(t *testing.T) {
 			}
 			if share >= 0.01 {
 				t.Fatalf("the rendezvous carried %d bytes, %.2f%% of the %d media bytes: media is passing through it", rv, 100*share, res.MediaBytes)
+			}
+		})
+	}
+}
+
+// Real Chromium, from the viewer's namespace, through the guest page:
+// direct between cone NATs and to a phone behind a carrier's symmetric NAT,
+// and relayed (and saying so on the page) when both sides are symmetric.
+func TestNATBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network namespaces")
+	}
+	for _, cell := range []natCell{
+		{Agent: lab.NATCone, Viewer: lab.NATCone},
+		{Agent: lab.NATCone, Viewer: lab.NATSymmetric},
+		{Agent: lab.NATSymmetric, Viewer: lab.NATSymmetric, TURN: true},
+	} {
+		name := strings.ReplaceAll(strings.ReplaceAll(cell.String(), ", ", "-"), " ", "_")
+		t.Run(name, func(t *testing.T) {
+			r := startLab(t, cell)
+			res := r.viewBrowser(t, "lab-"+name)
+			t.Logf("%s: %s %s/%s, first frame %s; page: %q", cell, pathKind(res), res.LocalType, res.RemoteType,
+				res.FirstFrame.Round(time.Millisecond), res.PageStatus)
+			if res.Error != "" || res.Width != 1280 {
+				t.Fatalf("browser: %+v", res)
+			}
+			relayed := cell.TURN
+			if res.Relayed() != relayed {
+				t.Fatalf("relayed %v, want %v: %+v", res.Relayed(), relayed, res)
+			}
+			if word := map[bool]string{true: "Relayed", false: "Direct"}[relayed]; !strings.Contains(res.PageStatus, word) {
+				t.Fatalf("the page does not say %q: %q", word, res.PageStatus)
 			}
 		})
 	}

@@ -220,6 +220,7 @@ export class LiveSession {
         const l = byId.get(pair.localCandidateId), r = byId.get(pair.remoteCandidateId);
         const relayed = (l && l.candidateType === 'relay') || (r && r.candidateType === 'relay');
         this.stats.path = relayed ? 'relayed' : 'direct';
+        this.stats.pair = `${l ? l.candidateType : '?'}/${r ? r.candidateType : '?'}`;
         this.stats.rtt = pair.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : null;
       }
       const parts = [this.stats.path === 'relayed' ? 'Relayed' : 'Direct'];
