@@ -29,7 +29,7 @@ build:
 # The NAT lab: builds namespaces with none/cone/symmetric NAT, runs the
 # real binaries in them and prints the connection matrix (needs root).
 lab:
-	$(GO) test -count=1 -run 'TestNATMatrix|TestMediaBypassesRendezvous' -v ./e2e 2>&1 | grep -v 'level=' | grep -E '^\s+(\||nat_test)|^(---|ok|FAIL|PASS)'
+	$(GO) test -count=1 -run 'TestNATMatrix|TestMediaBypassesRendezvous|TestPortMapping|TestICERestart|TestNATBrowser' -v ./e2e 2>&1 | grep -v 'level=' | grep -E '^\s+(\||nat_test|restart_test)|^(---|ok|FAIL|PASS)'
 
 # Static, stripped agents for recorder hardware: bin/device-agent-<os>-<arch>.
 cross:
