@@ -81,6 +81,8 @@ type labViewerResult struct {
 	// FramesAfterRecovery the frames received after the last of those.
 	Restarts, Recovered int
 	FramesAfterRecovery int
+	// Timeline is when each step happened, from the viewer's start.
+	Timeline map[string]time.Duration `json:",omitempty"`
 	// PageStatus is the browser page's text (browser viewer only).
 	PageStatus string
 	Error      string
@@ -99,12 +101,25 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		res.Error = err.Error()
 		return res
 	}
+	var tlMu sync.Mutex // guards res.Timeline
+	mark := func(step string) {
+		tlMu.Lock()
+		defer tlMu.Unlock()
+		if res.Timeline == nil {
+			res.Timeline = map[string]time.Duration{}
+		}
+		if _, ok := res.Timeline[step]; !ok {
+			res.Timeline[step] = time.Since(start).Round(time.Millisecond)
+		}
+	}
+	defer func() { tlMu.Lock(); tlMu.Unlock() }()
 	sig := &labSignal{url: "ws" + req.Rendezvous[len("http"):] + "/ws/viewer", timeout: req.Timeout}
 	defer sig.close()
 	sess, err := sig.open(ctx, &proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token})
 	if err != nil {
 		return fail(err)
 	}
+	mark("session")
 	var ice []webrtc.ICEServer
 	for _, s := range sess.ICEServers {
 		ice = append(ice, webrtc.ICEServer{URLs: s.URLs, Username: s.Username, Credential: s.Credential})
@@ -135,12 +150,14 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 			if err != nil {
 				return
 			}
+			mark("first RTP")
 			mediaBytes.Add(int64(pkt.MarshalSize()))
 			au, err := dec.Decode(pkt)
 			if err != nil {
 				continue
 			}
 			if frames.Add(1) == 1 {
+				mark("first frame")
 				firstFrame.Store(int64(time.Since(start)))
 			}
 			if sps, _ := h264.ParamSets(au); sps != nil {
@@ -148,6 +165,11 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 				width.Store(int64(w))
 				height.Store(int64(h))
 			}
+		}
+	})
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateConnected {
+			mark("DTLS connected")
 		}
 	})
 	pc.OnICECandidate(func(c *webrtc.ICECandidate) {
@@ -202,6 +224,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 				}
 			}()
 		case webrtc.ICEConnectionStateConnected:
+			mark("ICE connected")
 			if broken.Swap(false) {
 				recovered.Add(1)
 				recoveredAt.Store(frames.Load())
@@ -228,6 +251,7 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 					return
 				}
 				answered.Store(true)
+				mark("answer")
 			case *proto.Candidate:
 				if m.Candidate != "" {
 					_ = pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: m.Candidate, SDPMid: m.SDPMid, SDPMLineIndex: m.SDPMLineIndex})

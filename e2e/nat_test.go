@@ -270,6 +270,7 @@ func TestNATMatrix(t *testing.T) {
 			row := fmt.Sprintf("| %-9s | %-9s | %-24s | %-9s | %-8s | %-13s | %9s |", cell.Agent, cell.Viewer, cell.helpers(),
 				yesNo(res.Connected && res.Error == ""), pathKind(res), res.LocalType+"/"+res.RemoteType, res.FirstFrame.Round(time.Millisecond))
 			table = append(table, row)
+			t.Logf("%s: timeline %v", cell, res.Timeline)
 			bothSymmetric := cell.Agent == lab.NATSymmetric && cell.Viewer == lab.NATSymmetric
 			mapped := cell.Router != (lab.Router{})
 			switch {

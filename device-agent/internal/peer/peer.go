@@ -142,10 +142,15 @@ type Session struct {
 	expiry *time.Timer
 
 	video, audio *webrtc.TrackLocalStaticRTP
-	ctx          context.Context
-	cancel       context.CancelFunc
-	closeOnce    sync.Once
-	connected    sync.Once
+	// bound closes when pion binds the video track to its sender: until
+	// then WriteRTP drops packets without a word, and the GOP cache burst
+	// that gives the viewer its first picture would be lost. pion binds
+	// before it reports "connected" today, but does not promise to.
+	bound     chan struct{}
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	connected sync.Once
 
 	// remoteSet tells whether trickled candidates can go to pc; guarded by
 	// m.mu.
@@ -273,7 +278,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel,
+	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
 		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
@@ -340,7 +345,7 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
 		return fmt.Errorf("%w: %w", proto.ErrBadMessage, err)
 	}
-	vs, err := pc.AddTrack(s.video)
+	vs, err := pc.AddTrack(&boundTrack{TrackLocalStaticRTP: s.video, bound: s.bound})
 	if err != nil {
 		return err
 	}
@@ -614,6 +619,21 @@ func (s *Session) teardown(reason string) {
 	s.stream.Release()
 }
 
+// boundTrack tells when pion has bound the track to a sender.
+type boundTrack struct {
+	*webrtc.TrackLocalStaticRTP
+	bound chan struct{}
+	once  sync.Once
+}
+
+func (t *boundTrack) Bind(c webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	p, err := t.TrackLocalStaticRTP.Bind(c)
+	if err == nil {
+		t.once.Do(func() { close(t.bound) })
+	}
+	return p, err
+}
+
 // readRTCP answers keyframe requests (PLI, FIR) from the GOP cache. pion's
 // interceptors handle NACKs and reports on the way.
 func (s *Session) readRTCP(sender *webrtc.RTPSender) {
@@ -662,6 +682,11 @@ func (s *Session) write(sub *fanout.Sub) {
 	var aOffset uint32
 	var lastIn uint32
 	first, aFirst := true, true
+	select {
+	case <-s.ctx.Done():
+		return
+	case <-s.bound:
+	}
 	for {
 		var f *fanout.Frame
 		select {
