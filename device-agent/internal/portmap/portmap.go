@@ -242,7 +242,8 @@ func (m *Mapper) Run(ctx context.Context) {
 			} else {
 				m.log.Debug("port mapping attempt failed", "err", err)
 			}
-			if cur != nil {
+			if cur != nil && cur.Lifetime != 0 {
+				// Try again well before the lease runs out.
 				wait = min(retry, time.Until(expires)/2, 30*time.Second)
 				wait = max(wait, time.Second)
 			} else {
