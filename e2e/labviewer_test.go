@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -101,18 +102,15 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		res.Error = err.Error()
 		return res
 	}
-	var tlMu sync.Mutex // guards res.Timeline
+	var tlMu sync.Mutex // guards timeline
+	timeline := map[string]time.Duration{}
 	mark := func(step string) {
 		tlMu.Lock()
 		defer tlMu.Unlock()
-		if res.Timeline == nil {
-			res.Timeline = map[string]time.Duration{}
-		}
-		if _, ok := res.Timeline[step]; !ok {
-			res.Timeline[step] = time.Since(start).Round(time.Millisecond)
+		if _, ok := timeline[step]; !ok {
+			timeline[step] = time.Since(start).Round(time.Millisecond)
 		}
 	}
-	defer func() { tlMu.Lock(); tlMu.Unlock() }()
 	sig := &labSignal{url: "ws" + req.Rendezvous[len("http"):] + "/ws/viewer", timeout: req.Timeout}
 	defer sig.close()
 	sess, err := sig.open(ctx, &proto.Open{Device: req.Device, Camera: req.Camera, Token: req.Token})
@@ -288,6 +286,9 @@ func runLabViewer(req labViewerRequest) (res labViewerResult) {
 		break
 	}
 	res.Answered = answered.Load()
+	tlMu.Lock()
+	res.Timeline = maps.Clone(timeline) // pion's goroutines may still mark
+	tlMu.Unlock()
 	res.Frames = int(frames.Load())
 	res.Restarts, res.Recovered = int(restarts.Load()), int(recovered.Load())
 	if res.Recovered > 0 {

@@ -40,11 +40,8 @@ type natCell struct {
 
 func (c natCell) String() string {
 	s := fmt.Sprintf("agent %s, viewer %s", c.Agent, c.Viewer)
-	if c.TURN {
-		s += ", TURN"
-	}
-	if r := c.Router.String(); r != "" {
-		s += ", " + r
+	if h := c.helpers(); h != "-" {
+		s += ", " + h
 	}
 	return s
 }

@@ -322,11 +322,14 @@ func (s *Session) restart(ctx context.Context, req Request) error {
 	s.sigMu.Lock()
 	s.answered, s.held = false, nil
 	s.sigMu.Unlock()
-	if err := s.negotiate(ctx, req); err != nil {
-		s.log.Info("ICE restart failed", "err", err)
-		return err
+	err := s.setOffer(req.SDP)
+	if err == nil {
+		err = s.reply(ctx, req)
 	}
-	return nil
+	if err != nil {
+		s.log.Info("ICE restart failed", "err", err)
+	}
+	return err
 }
 
 func (s *Session) answer(ctx context.Context, req Request) error {
@@ -342,8 +345,8 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 			s.signal(&proto.Candidate{Session: s.id, Candidate: init.Candidate, SDPMid: init.SDPMid, SDPMLineIndex: init.SDPMLineIndex})
 		})
 	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
-		return fmt.Errorf("%w: %w", proto.ErrBadMessage, err)
+	if err := s.setOffer(req.SDP); err != nil {
+		return err
 	}
 	vs, err := pc.AddTrack(&boundTrack{TrackLocalStaticRTP: s.video, bound: s.bound})
 	if err != nil {
@@ -360,12 +363,12 @@ func (s *Session) answer(ctx context.Context, req Request) error {
 	return s.reply(ctx, req)
 }
 
-// negotiate answers a later offer of the session (an ICE restart).
-func (s *Session) negotiate(ctx context.Context, req Request) error {
-	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: req.SDP}); err != nil {
+// setOffer sets the viewer's offer; one pion refuses is the viewer's fault.
+func (s *Session) setOffer(sdp string) error {
+	if err := s.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: sdp}); err != nil {
 		return fmt.Errorf("%w: %w", proto.ErrBadMessage, err)
 	}
-	return s.reply(ctx, req)
+	return nil
 }
 
 // reply creates and sends the answer to the offer just set, then the

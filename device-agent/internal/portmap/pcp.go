@@ -43,9 +43,8 @@ var ErrOnlyNATPMP = errors.New("portmap: the router speaks NAT-PMP, not PCP")
 type pcpClient struct {
 	gateway netip.Addr
 	// nonce identifies our mapping to the server across renewals and the
-	// delete.
+	// delete; zero until the first request.
 	nonce [12]byte
-	set   bool
 }
 
 // pcpMap is a MAP request or response.
@@ -116,11 +115,10 @@ func parsePCPMap(b []byte) (pcpMap, error) {
 }
 
 func (c *pcpClient) add(ctx context.Context, internal netip.AddrPort, want uint16, lease time.Duration) (Mapping, error) {
-	if !c.set {
+	if c.nonce == ([12]byte{}) {
 		if _, err := rand.Read(c.nonce[:]); err != nil {
 			return Mapping{}, err
 		}
-		c.set = true
 	}
 	resp, err := c.call(ctx, pcpMap{lifetime: uint32(lease / time.Second), client: internal.Addr(), nonce: c.nonce,
 		internalPort: internal.Port(), externalPort: want})

@@ -201,11 +201,7 @@ func (m *Mapper) Run(ctx context.Context) {
 		m.log.Info("removed the router's port mapping", "protocol", cur.Protocol, "external", cur.External.String())
 	}()
 	for {
-		var want uint16
-		if cur != nil {
-			want = cur.External.Port()
-		}
-		next, cl, err := m.mapOnce(ctx, cur, curCl, want)
+		next, cl, err := m.mapOnce(ctx, cur, curCl)
 		wait := retry
 		switch {
 		case ctx.Err() != nil:
@@ -272,15 +268,17 @@ func (m *Mapper) set(cur *Mapping, renewed bool) {
 	}
 }
 
-// mapOnce renews cur with its own protocol first, then tries the others.
-func (m *Mapper) mapOnce(ctx context.Context, cur *Mapping, curCl client, want uint16) (Mapping, client, error) {
+// mapOnce renews cur with its own protocol first, then tries the others,
+// asking for cur's external port, else the same port as the internal one.
+func (m *Mapper) mapOnce(ctx context.Context, cur *Mapping, curCl client) (Mapping, client, error) {
 	gw, local, err := m.route()
 	if err != nil {
 		return Mapping{}, nil, err
 	}
 	internal := netip.AddrPortFrom(local, m.cfg.Port)
-	if want == 0 {
-		want = m.cfg.Port
+	want := m.cfg.Port
+	if cur != nil {
+		want = cur.External.Port()
 	}
 	var errs []error
 	try := func(p Protocol, cl client) (Mapping, bool) {

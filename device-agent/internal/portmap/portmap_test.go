@@ -237,7 +237,7 @@ func TestMapperRefusesPrivateWAN(t *testing.T) {
 		return Mapping{External: netip.MustParseAddrPort("100.64.3.4:8189"), Lifetime: time.Hour}, nil
 	}}
 	m := testMapper(map[Protocol]*fakeRouter{PCP: r}, PCP)
-	_, _, err := m.mapOnce(context.Background(), nil, nil, 0)
+	_, _, err := m.mapOnce(context.Background(), nil, nil)
 	if !errors.Is(err, ErrPrivateWAN) || !errors.Is(err, ErrNoRouter) {
 		t.Fatalf("err %v, want ErrPrivateWAN", err)
 	}
