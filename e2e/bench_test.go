@@ -9,7 +9,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/peercam/peercam/rendezvous/server"
 )
 
 // Time to first frame on a warm stream (the camera is already being pulled),
@@ -60,7 +59,7 @@ func BenchmarkFirstFrameWarmChromium(b *testing.B) {
 
 func BenchmarkFirstFrameWarmWHEP(b *testing.B) {
 	sys := startSystem(b)
-	token, err := server.MintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
+	token, err := mintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -67,7 +67,7 @@ func TestAgentClockWrongAtBoot(t *testing.T) {
 			if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Recorder"); err != nil {
 				t.Fatal(err)
 			}
-			token, err := server.MintToken(context.Background(), in.dataDir, ag.ID(), []string{"1"}, 10*time.Minute)
+			token, err := mintToken(context.Background(), in.dataDir, ag.ID(), []string{"1"}, 10*time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -141,7 +141,7 @@ cameras:
 	if err := server.ClaimDevice(context.Background(), r.dataDir, ownerName, r.deviceID, "Lab NVR"); err != nil {
 		t.Fatal(err)
 	}
-	r.token, err = server.MintToken(context.Background(), r.dataDir, r.deviceID, []string{"1"}, time.Hour)
+	r.token, err = mintToken(context.Background(), r.dataDir, r.deviceID, []string{"1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

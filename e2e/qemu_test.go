@@ -131,7 +131,7 @@ func TestAgentUnderQemu(t *testing.T) {
 				t.Fatalf("-version under %s: %q %v", tc.qemu, out, err)
 			}
 			a := startAgentBinary(t, in, bin, 2, agentRun{wrap: []string{qemu}})
-			token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"2"}, time.Hour)
+			token, err := mintToken(context.Background(), in.dataDir, a.id, []string{"2"}, time.Hour)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -183,7 +183,7 @@ exec "$@"
 	}
 	a := startAgentBinary(t, in, bin, 1, agentRun{stateDir: state,
 		wrap: []string{"unshare", "--mount", "--propagation", "private", wrapper, state}})
-	token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"1"}, time.Hour)
+	token, err := mintToken(context.Background(), in.dataDir, a.id, []string{"1"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func BenchmarkAgentRSS(b *testing.B) {
 			in := startInfra(b, 4)
 			bin := agentBinary(b, tc.goarch, tc.env)
 			a := startAgentBinary(b, in, bin, 4, agentRun{wrap: tc.wrap})
-			token, err := server.MintToken(context.Background(), in.dataDir, a.id, []string{"1", "2", "3", "4"}, time.Hour)
+			token, err := mintToken(context.Background(), in.dataDir, a.id, []string{"1", "2", "3", "4"}, time.Hour)
 			if err != nil {
 				b.Fatal(err)
 			}

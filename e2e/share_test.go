@@ -24,7 +24,10 @@ func signInAPI(t testing.TB, sys *system) *ownerAPI {
 	jar, _ := cookiejar.New(nil)
 	c := &http.Client{Jar: jar}
 	b, _ := json.Marshal(map[string]string{"name": ownerName, "password": ownerPass})
-	resp, err := c.Post(sys.rv.URL()+"/api/login", "application/json", bytes.NewReader(b))
+	req, _ := http.NewRequest("POST", sys.rv.URL()+"/api/login", bytes.NewReader(b))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-PeerCam-CSRF", "1")
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

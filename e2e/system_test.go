@@ -143,3 +143,9 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// mintToken is server.MintToken's token alone.
+func mintToken(ctx context.Context, dataDir, device string, cameras []string, ttl time.Duration) (string, error) {
+	t, err := server.MintToken(ctx, dataDir, device, cameras, ttl)
+	return t.Token, err
+}

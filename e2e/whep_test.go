@@ -14,7 +14,6 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/internal/media/h264"
-	"github.com/peercam/peercam/rendezvous/server"
 )
 
 // whepResult is what a WHEP viewer saw.
@@ -186,7 +185,7 @@ func watchWHEPWithin(t testing.TB, client *http.Client, base, token string, want
 
 func TestWHEP(t *testing.T) {
 	sys := startSystem(t)
-	token, err := server.MintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"2"}, time.Hour)
+	token, err := mintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"2"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,7 +208,7 @@ func TestWHEP(t *testing.T) {
 	res2 := watchWHEP(t, url, token, 1)
 	t.Logf("warm stream: first frame after %v", res2.firstFrame)
 
-	otherCam, _ := server.MintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
+	otherCam, _ := mintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
 	refusals := []struct {
 		name, token string
 		status      int

@@ -82,8 +82,12 @@ type Auth struct {
 // Welcome ends a successful device handshake.
 type Welcome struct {
 	Header
-	Claimed    bool        `json:"claimed"`
-	Owner      string      `json:"owner,omitempty"`
+	Claimed bool   `json:"claimed"`
+	Owner   string `json:"owner,omitempty"`
+	// OwnerID and Claim identify the current owner and claim; a viewer
+	// token is valid only if it names both (claims own and clm).
+	OwnerID    int64       `json:"owner_id,omitempty"`
+	Claim      string      `json:"claim,omitempty"`
 	ServerKey  []byte      `json:"server_key"`
 	ICEServers []ICEServer `json:"ice_servers"`
 	// Time is the rendezvous's clock when it sent the welcome. Agents on
@@ -102,7 +106,16 @@ type ClaimCode struct {
 // Claimed tells the device that an owner has claimed it.
 type Claimed struct {
 	Header
-	Owner string `json:"owner"`
+	Owner   string `json:"owner"`
+	OwnerID int64  `json:"owner_id"`
+	Claim   string `json:"claim"`
+}
+
+// Unclaimed tells a device its owner removed it: every viewer token issued
+// for it is void, live sessions end, and a new claim code follows.
+type Unclaimed struct {
+	Header
+	Reason string `json:"reason,omitempty"`
 }
 
 // Open asks for a session with one camera.
@@ -117,6 +130,10 @@ type Open struct {
 	// connection (same ID) if the viewer is still allowed to watch, and
 	// the viewer then restarts ICE with a new offer.
 	Resume string `json:"resume,omitempty"`
+	// Ref is the viewer's own label for this open (at most 64 bytes); the
+	// session or error that answers it carries the same ref, so a viewer
+	// with several opens in flight on one socket can tell which was refused.
+	Ref string `json:"ref,omitempty"`
 }
 
 // Session acknowledges Open.
@@ -124,6 +141,7 @@ type Session struct {
 	Header
 	Session    string      `json:"session"`
 	ICEServers []ICEServer `json:"ice_servers"`
+	Ref        string      `json:"ref,omitempty"`
 }
 
 // Offer is the viewer's SDP offer. Camera, Stream, Token and Trickle are set by
@@ -182,6 +200,8 @@ type Error struct {
 	Session string `json:"session,omitempty"`
 	Code    Code   `json:"code"`
 	Message string `json:"message"`
+	// Ref echoes open.ref when the error refuses that open.
+	Ref string `json:"ref,omitempty"`
 }
 
 func (*Hello) MessageType() string     { return "hello" }
@@ -190,6 +210,7 @@ func (*Auth) MessageType() string      { return "auth" }
 func (*Welcome) MessageType() string   { return "welcome" }
 func (*ClaimCode) MessageType() string { return "claim_code" }
 func (*Claimed) MessageType() string   { return "claimed" }
+func (*Unclaimed) MessageType() string { return "unclaimed" }
 func (*Open) MessageType() string      { return "open" }
 func (*Session) MessageType() string   { return "session" }
 func (*Offer) MessageType() string     { return "offer" }
@@ -206,6 +227,7 @@ var constructors = map[string]func() Message{
 	"welcome":    func() Message { return &Welcome{} },
 	"claim_code": func() Message { return &ClaimCode{} },
 	"claimed":    func() Message { return &Claimed{} },
+	"unclaimed":  func() Message { return &Unclaimed{} },
 	"open":       func() Message { return &Open{} },
 	"session":    func() Message { return &Session{} },
 	"offer":      func() Message { return &Offer{} },
@@ -269,7 +291,14 @@ func (m *ClaimCode) validate() error {
 	return nil
 }
 
-func (m *Claimed) validate() error { return required("owner", m.Owner) }
+func (m *Claimed) validate() error {
+	if err := required("owner", m.Owner); err != nil {
+		return err
+	}
+	return required("claim", m.Claim)
+}
+
+func (m *Unclaimed) validate() error { return nil }
 
 func (m *Open) validate() error {
 	if err := required("device", m.Device); err != nil {
@@ -277,6 +306,9 @@ func (m *Open) validate() error {
 	}
 	if err := required("camera", m.Camera); err != nil {
 		return err
+	}
+	if len(m.Ref) > 64 {
+		return fmt.Errorf("%w: ref is longer than 64 bytes", ErrBadMessage)
 	}
 	return validStream(m.Stream)
 }

@@ -3,12 +3,17 @@
 //
 //	rendezvous [-data DIR] [-http ADDR] [-stun ADDR] [-public-url URL] [-tls-cert F -tls-key F]
 //	rendezvous user add NAME [-password P]     (password from stdin otherwise)
+//	rendezvous user passwd NAME [-password P]  (ends all of NAME's sign-in sessions)
 //	rendezvous device list
 //	rendezvous device claim -user NAME DEVICE_ID
-//	rendezvous token -device ID -camera N [-ttl 1h]
+//	rendezvous device remove -user NAME DEVICE_ID
+//	rendezvous token [mint] -device ID -camera N [-ttl 1h]
+//	rendezvous token list -user NAME
+//	rendezvous token revoke -user NAME TOKEN_ID
 //	rendezvous share create -user NAME -device ID -camera N [-ttl 8h] [-max-viewers 2] [-label plumber]
 //	rendezvous share list -user NAME
 //	rendezvous share revoke -user NAME SHARE_ID
+//	rendezvous migrate
 package main
 
 import (
@@ -18,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -59,7 +65,17 @@ func run(args []string) error {
 	fs.Var(&turn, "turn-url", "TURN relay URL, e.g. turn:turn.example.net:3478?transport=udp (repeatable; needs -turn-secret-file)")
 	secretFile := fs.String("turn-secret-file", "", "file holding the secret shared with the TURN relay (coturn static-auth-secret)")
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", 12*time.Hour, "lifetime of the TURN credentials handed to each session")
+	var proxies listFlag
+	fs.Var(&proxies, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
+	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-address", 32, "concurrent WebSocket connections per client address (per /64 for IPv6), viewers and devices each")
 	_ = fs.Parse(args)
+	for _, p := range proxies {
+		pfx, err := parsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("trusted-proxy: %w", err)
+		}
+		cfg.TrustedProxies = append(cfg.TrustedProxies, pfx)
+	}
 	cfg.TURNURLs = turn
 	if *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)
@@ -89,6 +105,73 @@ func admin(args []string) error {
 	ctx := context.Background()
 	cmd := strings.Join(args[:min(2, len(args))], " ")
 	switch {
+	case cmd == "user passwd":
+		fs := flag.NewFlagSet("user passwd", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		pw := fs.String("password", "", "new password (default: read a line from stdin)")
+		name, rest := splitName(args[2:])
+		_ = fs.Parse(rest)
+		if name == "" {
+			name = fs.Arg(0)
+		}
+		if name == "" {
+			return errors.New("usage: rendezvous user passwd NAME [-password P]")
+		}
+		if *pw == "" {
+			var err error
+			if *pw, err = readPassword("new password for " + name + ":"); err != nil {
+				return fmt.Errorf("user passwd: %w", err)
+			}
+		}
+		n, err := server.SetPassword(ctx, *data, name, *pw)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("password of %s changed; %d sign-in session(s) ended\n", name, n)
+		return nil
+	case cmd == "device remove":
+		fs := flag.NewFlagSet("device remove", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner of the device")
+		_ = fs.Parse(args[2:])
+		if *user == "" || fs.NArg() != 1 {
+			return errors.New("usage: rendezvous device remove -user NAME DEVICE_ID")
+		}
+		n, err := server.RemoveDevice(ctx, *data, *user, fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("removed %s from %s; %d share(s) and token(s) revoked\n", fs.Arg(0), *user, n)
+		return nil
+	case cmd == "token list":
+		fs := flag.NewFlagSet("token list", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner")
+		_ = fs.Parse(args[2:])
+		return server.ListTokens(ctx, *data, *user, os.Stdout)
+	case cmd == "token revoke":
+		fs := flag.NewFlagSet("token revoke", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		user := fs.String("user", "", "owner")
+		_ = fs.Parse(args[2:])
+		if fs.NArg() != 1 {
+			return errors.New("usage: rendezvous token revoke -user NAME TOKEN_ID")
+		}
+		if err := server.RevokeToken(ctx, *data, *user, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Println("revoked", fs.Arg(0))
+		return nil
+	case args[0] == "migrate":
+		fs := flag.NewFlagSet("migrate", flag.ExitOnError)
+		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		_ = fs.Parse(args[1:])
+		n, v, err := server.Migrate(ctx, *data)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("schema at version %d (%d step(s) applied now)\n", v, n)
+		return nil
 	case cmd == "user add":
 		fs := flag.NewFlagSet("user add", flag.ExitOnError)
 		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
@@ -99,12 +182,10 @@ func admin(args []string) error {
 			name = fs.Arg(0)
 		}
 		if *pw == "" {
-			fmt.Fprintln(os.Stderr, "password for", name+":")
-			line, err := bufio.NewReader(os.Stdin).ReadString('\n')
-			if err != nil && line == "" {
-				return errors.New("user add: no password on stdin")
+			var err error
+			if *pw, err = readPassword("password for " + name + ":"); err != nil {
+				return fmt.Errorf("user add: %w", err)
 			}
-			*pw = strings.TrimRight(line, "\r\n")
 		}
 		if err := server.AddUser(ctx, *data, name, *pw); err != nil {
 			return err
@@ -131,6 +212,9 @@ func admin(args []string) error {
 		fmt.Println("claimed", fs.Arg(0), "for", *user)
 		return nil
 	case args[0] == "token":
+		if len(args) > 1 && args[1] == "mint" {
+			args = args[1:]
+		}
 		fs := flag.NewFlagSet("token", flag.ExitOnError)
 		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
 		dev := fs.String("device", "", "device ID")
@@ -138,11 +222,13 @@ func admin(args []string) error {
 		fs.Var(&cams, "camera", "camera ID (repeatable)")
 		ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 		_ = fs.Parse(args[1:])
-		tok, err := server.MintToken(ctx, *data, *dev, cams, *ttl)
+		t, err := server.MintToken(ctx, *data, *dev, cams, *ttl)
 		if err != nil {
 			return err
 		}
-		fmt.Println(tok)
+		// The token alone on stdout, so TOKEN=$(rendezvous token ...) works.
+		fmt.Fprintf(os.Stderr, "token %s, until %s (revoke: rendezvous token revoke -user OWNER %s)\n", t.ID, t.Expires.UTC().Format(time.RFC3339), t.ID)
+		fmt.Println(t.Token)
 		return nil
 	case cmd == "share create":
 		fs := flag.NewFlagSet("share create", flag.ExitOnError)
@@ -154,10 +240,10 @@ func admin(args []string) error {
 		fs.Var(&cams, "camera", "camera ID (repeatable)")
 		ttl := fs.Duration("ttl", 24*time.Hour, "how long the link works (1h, 8h, 24h, 168h …)")
 		until := fs.String("expires", "", "expiry as an RFC 3339 date, instead of -ttl")
-		maxV := fs.Int("max-viewers", 0, "concurrent viewers allowed (0: no cap)")
+		maxV := fs.Int("max-viewers", api.DefaultShareViewers, "concurrent viewers allowed (0: no cap)")
 		label := fs.String("label", "", "label shown to the owner, e.g. plumber")
 		_ = fs.Parse(args[2:])
-		req := api.ShareRequest{Device: *dev, Cameras: cams, TTLSeconds: int(ttl.Seconds()), Expires: *until, MaxViewers: *maxV, Label: *label}
+		req := api.ShareRequest{Device: *dev, Cameras: cams, TTLSeconds: int(ttl.Seconds()), Expires: *until, MaxViewers: maxV, Label: *label}
 		if *until != "" {
 			req.TTLSeconds = 0
 		}
@@ -187,7 +273,29 @@ func admin(args []string) error {
 		fmt.Println("revoked", fs.Arg(0))
 		return nil
 	}
-	return fmt.Errorf("unknown command %q; commands: user add, device list, device claim, token, share create, share list, share revoke", cmd)
+	return fmt.Errorf("unknown command %q; commands: user add, user passwd, device list, device claim, device remove, token [mint], token list, token revoke, share create, share list, share revoke, migrate", cmd)
+}
+
+func readPassword(prompt string) (string, error) {
+	fmt.Fprintln(os.Stderr, prompt)
+	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+	if err != nil && line == "" {
+		return "", errors.New("no password on stdin")
+	}
+	return strings.TrimRight(line, "\r\n"), nil
+}
+
+// parsePrefix reads a CIDR, or a bare address as a one-address prefix.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
 }
 
 // splitName takes a leading positional NAME so "user add alice -password x"

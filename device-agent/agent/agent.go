@@ -52,8 +52,11 @@ type Agent struct {
 	pinned []byte
 	// ice are the STUN/TURN servers the rendezvous hands out.
 	ice []proto.ICEServer
-	// claimed tells whether the device has an owner.
+	// claimed tells whether the device has an owner; ownerID and claim
+	// name the owner and the claim, which every viewer token must carry.
 	claimed bool
+	ownerID int64
+	claim   string
 }
 
 // New loads the identity and opens the WebRTC port.
@@ -133,6 +136,10 @@ func (a *Agent) Stream(camera, kind string) *fanout.Stream { return a.streams[ca
 func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("device agent starting", "version", Version, "cameras", len(a.cameras),
 		"webrtc", a.udp.LocalAddr().String(), "rendezvous", a.cfg.Rendezvous)
+	if a.cfg.PlainHTTP() && a.cfg.InsecureRendezvous {
+		a.log.Warn("INSECURE: the rendezvous link is plain http (insecure_rendezvous: true). Anyone on the network path can " +
+			"impersonate the server and, on first contact, pin their own key. Use this only in a lab; use https:// in real use")
+	}
 	var mapped sync.WaitGroup
 	if a.mapper != nil {
 		mctx, stop := context.WithCancel(ctx)
@@ -163,10 +170,12 @@ func (a *Agent) handle(m proto.Message) {
 	case *proto.ClaimCode:
 		a.onClaimCode(m)
 	case *proto.Claimed:
-		a.mu.Lock()
-		a.claimed = true
-		a.mu.Unlock()
+		a.setClaim(m.OwnerID, m.Claim)
 		a.log.Info("claimed: this device now belongs to " + m.Owner)
+	case *proto.Unclaimed:
+		n := a.setClaim(0, "")
+		a.log.Warn("the owner removed this device: every viewer token issued for it is void; a new claim code follows",
+			"reason", m.Reason, "sessions_ended", n)
 	case *proto.Offer:
 		go a.onOffer(m)
 	case *proto.Candidate:
@@ -191,22 +200,62 @@ func (a *Agent) onWelcome(w *proto.Welcome) {
 			"err", err)
 	}
 	if !w.Time.IsZero() {
-		sys := a.clock.System()
-		if skew := a.clock.Learn(w.Time); skew.Abs() > time.Minute {
-			a.log.Warn("this box's clock is wrong; using the rendezvous's time for token checks (set up NTP to fix it)",
-				"box_clock", sys.UTC().Format(time.RFC3339), "rendezvous_clock", w.Time.UTC().Format(time.RFC3339))
-		}
+		a.learnTime(w.Time)
 	}
 	p, _ := a.id.Pinned()
 	a.mu.Lock()
 	a.pinned = p
 	a.ice = w.ICEServers
-	a.claimed = w.Claimed
 	a.mu.Unlock()
+	if w.Claimed {
+		a.setClaim(w.OwnerID, w.Claim)
+	} else {
+		a.setClaim(0, "")
+	}
 	if w.Claimed {
 		a.log.Info("registered with the rendezvous", "owner", w.Owner)
 	} else {
 		a.log.Info("registered with the rendezvous; not claimed yet")
+	}
+}
+
+// setClaim records the device's owner and claim and ends the sessions whose
+// tokens were issued under another one; it returns how many it ended.
+func (a *Agent) setClaim(owner int64, claim string) int {
+	a.mu.Lock()
+	a.claimed, a.ownerID, a.claim = claim != "", owner, claim
+	a.mu.Unlock()
+	return a.peers.EndStale(claim)
+}
+
+// learnTime takes the rendezvous's clock from its welcome, within bounds: a
+// time before the agent's build, or outside the validity of the certificate
+// the rendezvous just presented, cannot be true, and believing it would let
+// whoever speaks for the rendezvous replay expired tokens.
+func (a *Agent) learnTime(t time.Time) {
+	sys := a.clock.System()
+	lo, hi := a.clock.Floor(), time.Time{}
+	if nb, na, ok := a.link.CertValidity(); ok {
+		if nb.After(lo) {
+			lo = nb
+		}
+		hi = na
+	}
+	if t.Before(lo) || (!hi.IsZero() && t.After(hi)) {
+		window := "after " + lo.UTC().Format(time.RFC3339)
+		if !hi.IsZero() {
+			window = "between " + lo.UTC().Format(time.RFC3339) + " and " + hi.UTC().Format(time.RFC3339)
+		}
+		a.log.Warn("ignoring the rendezvous's time: it is outside what can be true (before this build, or outside its certificate's validity)",
+			"rendezvous_clock", t.UTC().Format(time.RFC3339), "plausible", window)
+		return
+	}
+	skew := a.clock.Learn(t)
+	if skew.Abs() > time.Minute {
+		a.log.Warn("this box's clock is wrong; using the rendezvous's time for token checks (set up NTP to fix it)",
+			"box_clock", sys.UTC().Format(time.RFC3339), "rendezvous_clock", t.UTC().Format(time.RFC3339), "offset", skew.Round(time.Second))
+	} else {
+		a.log.Debug("clock offset to the rendezvous", "offset", skew.Round(time.Millisecond))
 	}
 }
 
@@ -238,8 +287,15 @@ func (a *Agent) onOffer(o *proto.Offer) {
 		fail(proto.CodeViewerCap, fmt.Sprintf("this share allows %d viewer(s) at a time", claims.MaxViewers))
 		return
 	}
+	// The owner's own session token; shares and minted tokens are guests.
+	owner := claims.Subject == fmt.Sprintf("user:%d", claims.Owner)
 	if !restart && a.peers.Count() >= a.cfg.MaxViewers {
 		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder already serves %d viewers, its limit; try again later", a.cfg.MaxViewers))
+		return
+	}
+	// One slot is the owner's: guests cannot lock the owner out.
+	if !restart && !owner && a.cfg.MaxViewers > 1 && a.peers.CountGuests() >= a.cfg.MaxViewers-1 {
+		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder serves %d guest viewers, its limit (one more slot is kept for its owner); try again later", a.cfg.MaxViewers-1))
 		return
 	}
 	kind := o.Stream
@@ -264,7 +320,8 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
-		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time))})
+		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
+		Claim: claims.Claim, Owner: owner})
 	switch {
 	case err == nil && restart:
 		log.Debug("ICE restart answered")
@@ -285,7 +342,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 // check, so a bug in the rendezvous alone cannot open a camera.
 func (a *Agent) checkToken(o *proto.Offer) (*viewertoken.Claims, error) {
 	a.mu.Lock()
-	pinned := a.pinned
+	pinned, owner, claim := a.pinned, a.ownerID, a.claim
 	a.mu.Unlock()
 	if pinned == nil {
 		return nil, fmt.Errorf("%w: the agent has no pinned rendezvous key yet", viewertoken.ErrInvalid)
@@ -298,6 +355,11 @@ func (a *Agent) checkToken(o *proto.Offer) (*viewertoken.Claims, error) {
 		return nil, err
 	}
 	if err := c.Allows(a.id.ID, o.Camera, viewertoken.PermLive); err != nil {
+		return nil, err
+	}
+	// Ownership is the boundary here too: a token of a former owner, or
+	// any token while the device has no owner, opens nothing.
+	if err := c.IssuedUnder(owner, claim); err != nil {
 		return nil, err
 	}
 	return c, nil

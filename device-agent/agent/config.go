@@ -20,8 +20,13 @@ import (
 // Config is the agent's configuration, read from YAML, then the environment
 // (PEERCAM_RENDEZVOUS, PEERCAM_STATE_DIR, PEERCAM_WEBRTC_LISTEN), then flags.
 type Config struct {
-	// Rendezvous is the rendezvous base URL, http(s)://host[:port].
+	// Rendezvous is the rendezvous base URL: https://host[:port], or
+	// http:// to a loopback address (a rendezvous on the same box).
 	Rendezvous string `yaml:"rendezvous"`
+	// InsecureRendezvous allows http:// to any address, for labs and tests
+	// on a private network: whoever sits on the path could then speak for
+	// the rendezvous, so the agent says so loudly at start.
+	InsecureRendezvous bool `yaml:"insecure_rendezvous"`
 	// StateDir holds the device key and the pinned rendezvous key. Default
 	// "peercam-state". It is the only place the agent writes.
 	StateDir string `yaml:"state_dir"`
@@ -151,6 +156,9 @@ func (c Config) Validate() error {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return fmt.Errorf("agent: rendezvous: %q is not an http(s) URL", c.Rendezvous)
 	}
+	if u.Scheme == "http" && !loopbackHost(u.Hostname()) && !c.InsecureRendezvous {
+		return fmt.Errorf("agent: rendezvous: %q is plain http to a non-loopback address: anyone on the path could impersonate the server; use https://, or set insecure_rendezvous: true for a lab", c.Rendezvous)
+	}
 	if c.StateDir == "" {
 		return errors.New("agent: state_dir: missing directory")
 	}
@@ -221,6 +229,18 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// loopbackHost tells whether a URL host is this box itself.
+func loopbackHost(h string) bool {
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// PlainHTTP tells whether the rendezvous link is unencrypted.
+func (c Config) PlainHTTP() bool { return strings.HasPrefix(strings.ToLower(c.Rendezvous), "http://") }
 
 func (c Config) nvrChannels() int {
 	if c.NVR == nil {

@@ -27,13 +27,17 @@ func TestAgentChecksTokensItself(t *testing.T) {
 	pub, key, _ := ed25519.GenerateKey(nil)
 	_, rogue, _ := ed25519.GenerateKey(nil)
 
-	tok := func(k ed25519.PrivateKey, dev string, cams []string, at time.Time) string {
-		c := viewertoken.Claims{Device: dev, Cameras: cams, Perms: []string{viewertoken.PermLive}}
+	claim := "claim-1"
+	tokUnder := func(k ed25519.PrivateKey, dev string, cams []string, at time.Time, owner int64, claim string) string {
+		c := viewertoken.Claims{Device: dev, Cameras: cams, Perms: []string{viewertoken.PermLive}, Owner: owner, Claim: claim}
 		s, err := viewertoken.Sign(k, c, at, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return s
+	}
+	tok := func(k ed25519.PrivateKey, dev string, cams []string, at time.Time) string {
+		return tokUnder(k, dev, cams, at, 7, claim)
 	}
 	offer := func(token, camera string) *proto.Offer {
 		return &proto.Offer{Session: "s", SDP: "v=0", Camera: camera, Token: token}
@@ -41,7 +45,7 @@ func TestAgentChecksTokensItself(t *testing.T) {
 	if _, err := a.checkToken(offer(tok(key, a.ID(), []string{"1"}, time.Now()), "1")); !errors.Is(err, viewertoken.ErrInvalid) {
 		t.Fatalf("before a key is pinned: %v, want refusal", err)
 	}
-	a.onWelcome(&proto.Welcome{ServerKey: pub})
+	a.onWelcome(&proto.Welcome{ServerKey: pub, Claimed: true, Owner: "alice", OwnerID: 7, Claim: claim})
 
 	tests := []struct {
 		name  string
@@ -54,6 +58,8 @@ func TestAgentChecksTokensItself(t *testing.T) {
 		{"expired", offer(tok(key, a.ID(), []string{"1"}, time.Now().Add(-2*time.Hour)), "1"), viewertoken.ErrInvalid},
 		{"another device", offer(tok(key, "someoneelse", []string{"1"}, time.Now()), "1"), viewertoken.ErrScope},
 		{"another camera", offer(tok(key, a.ID(), []string{"1"}, time.Now()), "2"), viewertoken.ErrScope},
+		{"issued under a former claim", offer(tokUnder(key, a.ID(), []string{"1"}, time.Now(), 7, "claim-0"), "1"), viewertoken.ErrNotOwner},
+		{"issued by another owner", offer(tokUnder(key, a.ID(), []string{"1"}, time.Now(), 8, claim), "1"), viewertoken.ErrNotOwner},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,6 +71,19 @@ func TestAgentChecksTokensItself(t *testing.T) {
 				t.Fatalf("err %v, want %v", err, tt.want)
 			}
 		})
+	}
+
+	// Removed by its owner: no token opens anything until the next claim.
+	a.handle(&proto.Unclaimed{})
+	if _, err := a.checkToken(offer(tok(key, a.ID(), []string{"1"}, time.Now()), "1")); !errors.Is(err, viewertoken.ErrNotOwner) {
+		t.Fatalf("valid token on an unclaimed device: %v, want ErrNotOwner", err)
+	}
+	a.handle(&proto.Claimed{Owner: "bob", OwnerID: 8, Claim: "claim-2"})
+	if _, err := a.checkToken(offer(tok(key, a.ID(), []string{"1"}, time.Now()), "1")); !errors.Is(err, viewertoken.ErrNotOwner) {
+		t.Fatalf("former owner's token after a new claim: %v, want ErrNotOwner", err)
+	}
+	if _, err := a.checkToken(offer(tokUnder(key, a.ID(), []string{"1"}, time.Now(), 8, "claim-2"), "1")); err != nil {
+		t.Fatalf("new owner's token: %v", err)
 	}
 
 	// A rendezvous that comes back with another key is not trusted.

@@ -98,9 +98,12 @@ func New(cfg Config) (l *Lab, err error) {
 	p := cfg.Name + "-"
 	l = &Lab{cfg: cfg, Inet: p + "inet", RV: p + "rv", TURN: p + "turn", HomeRouter: p + "hrt",
 		Home: p + "home", ViewerRouter: p + "vrt", Viewer: p + "view", gateways: map[string]string{}}
+	// A failing step returns a nil *Lab, so the cleanup keeps its own
+	// pointer to what was made so far.
+	made := l
 	defer func() {
 		if err != nil {
-			l.Close()
+			made.Close()
 		}
 	}()
 	for _, ns := range []string{l.Inet, l.RV, l.TURN, l.HomeRouter, l.Home, l.ViewerRouter, l.Viewer} {

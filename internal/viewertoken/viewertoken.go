@@ -46,6 +46,28 @@ type Claims struct {
 	Perms []string `json:"perms"`
 	// MaxViewers caps concurrent sessions with this token; 0 means no cap.
 	MaxViewers int `json:"max,omitempty"`
+	// Owner is the user ID of the device's owner who issued the token, and
+	// Claim the device's claim ID at the time. Ownership is the boundary: a
+	// token is void once the device is removed or claimed again, because
+	// its claim ID no longer matches the device's.
+	Owner int64  `json:"own"`
+	Claim string `json:"clm"`
+}
+
+// ErrNotOwner means the token was issued under another claim of the device:
+// by a former owner, or before the device was removed.
+var ErrNotOwner = errors.New("viewer token was issued by someone who no longer owns this device")
+
+// IssuedUnder checks the token was issued under the device's current claim.
+// An unclaimed device (claim "") accepts nothing.
+func (c *Claims) IssuedUnder(owner int64, claim string) error {
+	if claim == "" || owner == 0 {
+		return fmt.Errorf("%w: the device has no owner now", ErrNotOwner)
+	}
+	if c.Claim != claim || c.Owner != owner {
+		return ErrNotOwner
+	}
+	return nil
 }
 
 // NewID returns a random token ID.
@@ -84,8 +106,8 @@ func Parse(pub ed25519.PublicKey, token string, now time.Time) (*Claims, error) 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if c.Device == "" || c.ID == "" {
-		return nil, fmt.Errorf("%w: dev and jti are required", ErrInvalid)
+	if c.Device == "" || c.ID == "" || c.Claim == "" || c.Owner == 0 {
+		return nil, fmt.Errorf("%w: dev, jti, own and clm are required", ErrInvalid)
 	}
 	return &c, nil
 }

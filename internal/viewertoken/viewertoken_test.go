@@ -15,8 +15,11 @@ func TestParse(t *testing.T) {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	_, otherPriv, _ := ed25519.GenerateKey(nil)
 	now := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	base := Claims{Device: "dev1", Cameras: []string{"1"}, Perms: []string{PermLive}}
+	base := Claims{Device: "dev1", Cameras: []string{"1"}, Perms: []string{PermLive}, Owner: 1, Claim: "c1"}
 	base.Subject = "user:1"
+	noClaim := base
+	noClaim.Claim = ""
+	noClaimTok, _ := Sign(priv, noClaim, now, time.Hour)
 	good, err := Sign(priv, base, now, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +59,7 @@ func TestParse(t *testing.T) {
 		{"wrong audience", wrongAudTok, now, false},
 		{"tampered claims", tampered, now, false},
 		{"garbage", "a.b.c", now, false},
+		{"no claim ID (issued before claims were named)", noClaimTok, now, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +86,28 @@ func mustDecode(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+func TestIssuedUnder(t *testing.T) {
+	c := &Claims{Owner: 7, Claim: "c1"}
+	for _, tt := range []struct {
+		name  string
+		owner int64
+		claim string
+		ok    bool
+	}{
+		{"current owner and claim", 7, "c1", true},
+		{"device claimed again by the same owner", 7, "c2", false},
+		{"another owner", 8, "c1", false},
+		{"device unclaimed", 0, "", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := c.IssuedUnder(tt.owner, tt.claim)
+			if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrNotOwner)) {
+				t.Fatalf("IssuedUnder(%d, %q) = %v", tt.owner, tt.claim, err)
+			}
+		})
+	}
 }
 
 func TestAllows(t *testing.T) {

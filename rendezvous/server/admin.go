@@ -84,32 +84,141 @@ func ClaimDevice(ctx context.Context, dataDir, user, deviceID, name string) erro
 	return st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditClaim, Actor: "admin CLI", Device: deviceID, Detail: name})
 }
 
-// MintToken prints a viewer token for cameras of a device, signed with the
-// server's key, owned by the device's owner.
-func MintToken(ctx context.Context, dataDir, deviceID string, cameras []string, ttl time.Duration) (string, error) {
+// MintToken makes a viewer token for cameras of a device, signed with the
+// server's key, under the device's current owner and claim, and records it
+// (rendezvous token list / revoke).
+func MintToken(ctx context.Context, dataDir, deviceID string, cameras []string, ttl time.Duration) (api.MintedToken, error) {
 	if ttl <= 0 || ttl > api.MaxTokenTTL {
-		return "", fmt.Errorf("token: -ttl must be between 1s and %s", api.MaxTokenTTL)
+		return api.MintedToken{}, fmt.Errorf("token: -ttl must be between 1s and %s", api.MaxTokenTTL)
 	}
 	if len(cameras) == 0 {
-		return "", errors.New("token: -camera is required")
+		return api.MintedToken{}, errors.New("token: -camera is required")
 	}
 	st, err := store.Open(dataDir)
 	if err != nil {
-		return "", err
+		return api.MintedToken{}, err
 	}
 	defer st.Close()
 	d, err := st.Device(ctx, deviceID)
 	if err != nil {
-		return "", fmt.Errorf("token: no device %s", deviceID)
+		return api.MintedToken{}, fmt.Errorf("token: no device %s", deviceID)
 	}
 	if d.OwnerID == 0 {
-		return "", fmt.Errorf("token: device %s is not claimed yet", deviceID)
+		return api.MintedToken{}, fmt.Errorf("token: device %s is not claimed yet", deviceID)
 	}
 	key, err := auth.LoadKey(ctx, st)
 	if err != nil {
-		return "", err
+		return api.MintedToken{}, err
 	}
-	return api.MintViewerToken(key, d.OwnerID, deviceID, cameras, ttl)
+	t, err := api.MintViewerToken(ctx, st, key, d, cameras, ttl, "admin CLI")
+	if err != nil {
+		return t, fmt.Errorf("token: %w", err)
+	}
+	return t, st.AddAudit(ctx, store.AuditEvent{OwnerID: d.OwnerID, Kind: store.AuditTokenMinted, Actor: "admin CLI", Device: deviceID,
+		Camera: strings.Join(cameras, ","), Detail: "token " + t.ID[:8] + " until " + t.Expires.UTC().Format(time.RFC3339)})
+}
+
+// ListTokens prints an owner's minted tokens.
+func ListTokens(ctx context.Context, dataDir, user string, w io.Writer) error {
+	st, u, err := openAsOwner(ctx, dataDir, user, "token list")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	toks, err := st.Tokens(ctx, u.ID)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TOKEN\tDEVICE\tCAMERAS\tMINTED BY\tEXPIRES\tSTATE\tLAST USED")
+	for _, t := range toks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", t.ID, t.DeviceID, strings.Join(t.Cameras, ","), t.MintedBy,
+			t.Expires.UTC().Format(time.RFC3339), state(t.Revoked, t.Expires), lastUsed(t.LastUsed))
+	}
+	return tw.Flush()
+}
+
+// RevokeToken revokes an owner's minted token; a running server ends its
+// live sessions within a second.
+func RevokeToken(ctx context.Context, dataDir, user, id string) error {
+	st, u, err := openAsOwner(ctx, dataDir, user, "token revoke")
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.RevokeToken(ctx, id, u.ID); err != nil {
+		return fmt.Errorf("token revoke: %s has no token %s", user, id)
+	}
+	return st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditTokenRevoked, Actor: "admin CLI", Detail: "token " + id})
+}
+
+// SetPassword changes an owner's password and ends all their sign-in
+// sessions; it returns how many were live.
+func SetPassword(ctx context.Context, dataDir, user, password string) (int, error) {
+	hash, err := auth.HashPassword(password)
+	if err != nil {
+		return 0, fmt.Errorf("user passwd: %w", err)
+	}
+	st, u, err := openAsOwner(ctx, dataDir, user, "user passwd")
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	n, err := st.SetPassword(ctx, u.ID, hash)
+	if err != nil {
+		return 0, err
+	}
+	return n, st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditPassword, Actor: "admin CLI",
+		Detail: fmt.Sprintf("%d sign-in session(s) ended", n)})
+}
+
+// RemoveDevice unbinds an owner's device and revokes everything issued for
+// it; a running server ends its live sessions within a second.
+func RemoveDevice(ctx context.Context, dataDir, user, deviceID string) (int, error) {
+	st, u, err := openAsOwner(ctx, dataDir, user, "device remove")
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	n, err := st.RemoveDevice(ctx, deviceID, u.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, fmt.Errorf("device remove: %s has no device %s", user, deviceID)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return n, st.AddAudit(ctx, store.AuditEvent{OwnerID: u.ID, Kind: store.AuditRemove, Actor: "admin CLI", Device: deviceID,
+		Detail: fmt.Sprintf("%d share(s) and token(s) revoked", n)})
+}
+
+// Migrate applies the schema migrations to the data directory's database
+// and returns how many it applied.
+func Migrate(ctx context.Context, dataDir string) (applied, version int, err error) {
+	st, err := store.Open(dataDir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer st.Close()
+	// Open has migrated already; a second run applies nothing.
+	n, err := st.Migrate(ctx)
+	return n, store.SchemaVersion, err
+}
+
+func state(revoked, expires time.Time) string {
+	switch {
+	case !revoked.IsZero():
+		return "revoked"
+	case expires.Before(time.Now()):
+		return "expired"
+	}
+	return "active"
+}
+
+func lastUsed(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // CreateShare makes a guest link for an owner's cameras.
@@ -145,19 +254,8 @@ func ListShares(ctx context.Context, dataDir, user string, w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SHARE\tLABEL\tDEVICE\tCAMERAS\tEXPIRES\tSTATE\tLAST USED")
 	for _, sh := range shares {
-		state := "active"
-		switch {
-		case !sh.Revoked.IsZero():
-			state = "revoked"
-		case sh.Expires.Before(time.Now()):
-			state = "expired"
-		}
-		used := "never"
-		if !sh.LastUsed.IsZero() {
-			used = sh.LastUsed.UTC().Format(time.RFC3339)
-		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sh.ID, sh.Label, sh.DeviceID, strings.Join(sh.Cameras, ","),
-			sh.Expires.UTC().Format(time.RFC3339), state, used)
+			sh.Expires.UTC().Format(time.RFC3339), state(sh.Revoked, sh.Expires), lastUsed(sh.LastUsed))
 	}
 	return tw.Flush()
 }

@@ -57,8 +57,12 @@ func TestSecuritySuite(t *testing.T) {
 	alice, _ := st.UserByName(ctx, "alice")
 	now := time.Now()
 
+	rec, err := st.Device(ctx, d.id)
+	if err != nil {
+		t.Fatal(err)
+	}
 	claims := func() viewertoken.Claims {
-		c := viewertoken.Claims{Device: d.id, Cameras: []string{"1"}, Perms: []string{viewertoken.PermLive}}
+		c := viewertoken.Claims{Device: d.id, Cameras: []string{"1"}, Perms: []string{viewertoken.PermLive}, Owner: rec.OwnerID, Claim: rec.ClaimID}
 		c.Subject = "user:1"
 		return c
 	}
@@ -69,7 +73,13 @@ func TestSecuritySuite(t *testing.T) {
 		}
 		return tok
 	}
-	good := sign(key, claims(), now, time.Hour)
+	minted, err := api.MintViewerToken(ctx, st, key, rec, []string{"1"}, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := minted.Token
+	// Well signed and in scope, but never recorded: not issued by the API.
+	unrecorded := sign(key, claims(), now, time.Hour)
 	mapClaims := jwt.MapClaims{"aud": viewertoken.Audience, "dev": d.id, "cams": []string{"1"}, "perms": []string{"live"},
 		"exp": now.Add(time.Hour).Unix(), "jti": "x"}
 	algNone, _ := jwt.NewWithClaims(jwt.SigningMethodNone, mapClaims).SignedString(jwt.UnsafeAllowNoneSignatureType)
@@ -87,7 +97,7 @@ func TestSecuritySuite(t *testing.T) {
 	if err := st.RevokeShare(ctx, revoked.ID, alice.ID); err != nil {
 		t.Fatal(err)
 	}
-	capped, err := api.CreateShare(ctx, st, key, s.URL(), alice.ID, api.ShareRequest{Device: d.id, Cameras: []string{"1"}, TTLSeconds: 3600, MaxViewers: 1}, now)
+	capped, err := api.CreateShare(ctx, st, key, s.URL(), alice.ID, api.ShareRequest{Device: d.id, Cameras: []string{"1"}, TTLSeconds: 3600}, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +124,10 @@ func TestSecuritySuite(t *testing.T) {
 		{"revoked token id", revoked.Token, d.id, "1", proto.CodeRevoked},
 		{"token for another device", sign(key, otherDev, now, time.Hour), d.id, "1", proto.CodeForbidden},
 		{"token for another camera of the same device", good, d.id, "2", proto.CodeForbidden},
-		{"viewer cap exceeded", capped.Token, d.id, "1", proto.CodeViewerCap},
+		{"viewer cap exceeded (API shares default to 1 viewer)", capped.Token, d.id, "1", proto.CodeViewerCap},
+		{"well signed but not on record", unrecorded, d.id, "1", proto.CodeUnauthorized},
+		{"share token for another device", capped.Token, d2.id, "1", proto.CodeForbidden},
+		{"share token for a device ID that does not exist", capped.Token, "nosuchdevice", "1", proto.CodeForbidden},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,7 +248,7 @@ func recvSession(t *testing.T, ws *websocket.Conn) proto.Message {
 	t.Helper()
 	for {
 		switch m := recv(t, ws).(type) {
-		case *proto.ClaimCode, *proto.Claimed:
+		case *proto.ClaimCode, *proto.Claimed, *proto.Unclaimed:
 			continue
 		default:
 			return m

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -51,6 +52,15 @@ type Config struct {
 	// TURNTTL bounds a relayed session's life: relays refuse to refresh an
 	// allocation with expired credentials. Default 12h.
 	TURNTTL time.Duration
+	// TrustedProxies are reverse proxies (CIDRs) whose X-Forwarded-For
+	// names the real client, for rate limits and logs.
+	TrustedProxies []netip.Prefix
+	// MaxConnsPerAddr caps concurrent WebSocket connections per client
+	// address (per /64 for IPv6), viewers and devices each. Default 32.
+	MaxConnsPerAddr int
+	// OfferTimeout ends a viewer session that sends no offer this long
+	// after opening it. Default 10 s.
+	OfferTimeout time.Duration
 	// Logger receives logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -176,9 +186,11 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.STUNURL == "" && s.stunC != nil {
 		s.cfg.STUNURL = "stun:" + s.stunC.LocalAddr().String()
 	}
-	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL, Logger: cfg.Logger})
+	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL,
+		OfferTimeout: cfg.OfferTimeout, Logger: cfg.Logger})
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
-		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", Logger: cfg.Logger})
+		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, Logger: cfg.Logger})
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	if s.stunC != nil {
 		s.stun = stun.New(s.stunC, cfg.Logger)
@@ -233,7 +245,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	go s.hub.WatchRevocations(ctx, time.Second)
+	go s.hub.WatchStore(ctx, 500*time.Millisecond)
 	errc := make(chan error, 1)
 	go func() {
 		var err error

@@ -88,7 +88,7 @@ func (c *client) do(method, path string, body any, csrf bool) (int, map[string]a
 
 func (c *client) login(name, pw string) {
 	c.t.Helper()
-	if st, body, _ := c.do("POST", "/api/login", map[string]string{"name": name, "password": pw}, false); st != 200 {
+	if st, body, _ := c.do("POST", "/api/login", map[string]string{"name": name, "password": pw}, true); st != 200 {
 		c.t.Fatalf("login %s: %d %v", name, st, body)
 	}
 }
@@ -96,13 +96,13 @@ func (c *client) login(name, pw string) {
 func TestLoginSessionAndCSRF(t *testing.T) {
 	s := start(t)
 	c := s.client(t)
-	if st, body, _ := c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "wrong-password"}, false); st != 401 || body["error"] != "bad_credentials" {
+	if st, body, _ := c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "wrong-password"}, true); st != 401 || body["error"] != "bad_credentials" {
 		t.Fatalf("wrong password: %d %v", st, body)
 	}
 	if st, _, _ := c.do("GET", "/api/me", nil, false); st != 401 {
 		t.Fatalf("/api/me before login: %d", st)
 	}
-	_, _, hdr := c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "alice-password"}, false)
+	_, _, hdr := c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "alice-password"}, true)
 	cookie := hdr.Get("Set-Cookie")
 	for _, attr := range []string{"HttpOnly", "SameSite=Lax", "Path=/"} {
 		if !strings.Contains(cookie, attr) {
@@ -115,7 +115,7 @@ func TestLoginSessionAndCSRF(t *testing.T) {
 	if st, body, _ := c.do("POST", "/api/devices/claim", map[string]string{"code": "x"}, false); st != 403 || body["error"] != "csrf" {
 		t.Fatalf("cookie POST without the CSRF header: %d %v", st, body)
 	}
-	if st, body, _ := c.do("POST", "/api/login", map[string]any{"name": "alice", "password": "x", "admin": true}, false); st != 400 {
+	if st, body, _ := c.do("POST", "/api/login", map[string]any{"name": "alice", "password": "x", "admin": true}, true); st != 400 {
 		t.Fatalf("unknown field in the body: %d %v", st, body)
 	}
 }
@@ -126,7 +126,7 @@ func TestLoginRateLimit(t *testing.T) {
 	var st int
 	var hdr http.Header
 	for i := 0; i < 15 && st != 429; i++ {
-		st, _, hdr = c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "guess"}, false)
+		st, _, hdr = c.do("POST", "/api/login", map[string]string{"name": "alice", "password": "guess"}, true)
 	}
 	if st != 429 || hdr.Get("Retry-After") == "" {
 		t.Fatalf("after many wrong passwords: %d, Retry-After %q", st, hdr.Get("Retry-After"))

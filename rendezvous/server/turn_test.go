@@ -63,7 +63,7 @@ func TestTURNCredentialsPerSession(t *testing.T) {
 	}
 	check(turnOf(sess.ICEServers))
 	send(t, v, &proto.Offer{Session: sess.Session, SDP: "v=0"})
-	off, ok := recv(t, d.ws).(*proto.Offer)
+	off, ok := recvSession(t, d.ws).(*proto.Offer)
 	if !ok {
 		t.Fatal("no offer at the device")
 	}

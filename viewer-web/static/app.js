@@ -62,7 +62,12 @@ function params() {
   return new URLSearchParams(location.hash.slice(1).replace(/^\/?/, ''));
 }
 
+// routeGen counts route changes; a view's late answer checks it so it never
+// renders into the page that replaced it.
+let routeGen = 0;
+
 async function route() {
+  routeGen++;
   stopSessions();
   $view.replaceChildren();
   const hash = location.hash;
@@ -177,8 +182,23 @@ async function viewDevices(claim) {
   err,
   h('button', { class: 'primary', type: 'submit' }, 'Add device'));
   $view.append(list, h('p', { class: 'links' }, h('a', { class: 'button', href: '#/shares' }, 'Shares you have given…'),
-    h('a', { class: 'button', href: '#/audit' }, 'Activity log…')),
+    h('a', { class: 'button', href: '#/audit' }, 'Activity log…'),
+    h('button', { class: 'button', type: 'button', onclick: signOutEverywhere }, 'Sign out everywhere')),
     h('h2', { class: 'section' }, 'Add a device'), form);
+}
+
+// signOutEverywhere ends every sign-in of this account, on every browser
+// and script, this one included.
+async function signOutEverywhere() {
+  if (!confirm('Sign out on every phone, browser and script signed in to this account?')) return;
+  try {
+    const r = await api('POST', '/api/logout-all');
+    me = null;
+    go('#/');
+    $view.prepend(h('p', { class: 'notice info' }, `Signed out everywhere (${r.sessions_ended} session${r.sessions_ended === 1 ? '' : 's'} ended).`));
+  } catch (e) {
+    $view.prepend(errorBox(`Could not sign out everywhere: ${e.message}`));
+  }
 }
 
 async function viewDevice(id) {
@@ -392,9 +412,10 @@ function viewGuest() {
 }
 
 const auditWords = {
-  login: 'Signed in', login_failed: 'Failed sign-in', claim: 'Device claimed',
-  share_created: 'Share created', share_revoked: 'Share revoked',
-  session_opened: 'Started watching', session_closed: 'Stopped watching',
+  login: 'Signed in', login_failed: 'Failed sign-in', logout: 'Signed out', logout_all: 'Signed out everywhere',
+  password_changed: 'Password changed', claim: 'Device claimed', device_removed: 'Device removed',
+  share_created: 'Share created', share_revoked: 'Share revoked', token_minted: 'Token minted', token_revoked: 'Token revoked',
+  session_opened: 'Started watching', session_closed: 'Stopped watching', sessions_without_offer: 'Sessions that never started',
 };
 
 function duration(ms) {
@@ -404,29 +425,49 @@ function duration(ms) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+// viewAudit shows the activity log a page at a time: security events
+// (sign-ins, claims, shares, tokens) apart from viewing sessions, so no
+// amount of viewing hides a sign-in.
 async function viewAudit() {
   setChrome('Activity log', '#/');
-  let events;
-  try {
-    events = await api('GET', '/api/audit');
-  } catch (e) {
-    $view.append(errorBox(e.message));
-    return;
-  }
-  if (events.length === 0) {
-    $view.append(h('p', { class: 'notice info' }, 'Nothing yet.'));
-    return;
-  }
+  const gen = routeGen;
+  const tabs = h('p', { class: 'links' });
   const list = h('div', { class: 'devices' });
-  for (const e of events) {
-    const what = [e.camera ? `camera ${e.camera}` : null, e.detail || null,
-      e.duration_ms ? `for ${duration(e.duration_ms)}` : null].filter(Boolean).join(' · ');
-    list.append(h('div', { class: `card audit ${e.kind}` },
-      h('div', {}, h('b', {}, auditWords[e.kind] || e.kind), ' ', h('span', { class: 'muted' }, e.actor)),
-      what ? h('div', { class: 'muted' }, what) : null,
-      h('div', { class: 'muted' }, new Date(e.at).toLocaleString())));
+  const more = h('button', { class: 'button', type: 'button', hidden: true }, 'Older…');
+  $view.append(tabs, list, more);
+  let category = 'security';
+  let next = '';
+  const load = async (reset) => {
+    if (reset) { list.replaceChildren(); next = ''; }
+    let page;
+    try {
+      page = await api('GET', `/api/audit?category=${category}&limit=50${next ? `&before=${encodeURIComponent(next)}` : ''}`);
+    } catch (e) {
+      if (gen === routeGen) list.append(errorBox(e.message));
+      return;
+    }
+    if (gen !== routeGen) return; // the person has moved on
+    if (reset && page.events.length === 0) list.append(h('p', { class: 'notice info' }, 'Nothing yet.'));
+    for (const e of page.events) {
+      const what = [e.camera ? `camera ${e.camera}` : null, e.detail || null,
+        e.duration_ms ? `for ${duration(e.duration_ms)}` : null].filter(Boolean).join(' · ');
+      list.append(h('div', { class: `card audit ${e.kind}` },
+        h('div', {}, h('b', {}, auditWords[e.kind] || e.kind), ' ', h('span', { class: 'muted' }, e.actor)),
+        what ? h('div', { class: 'muted' }, what) : null,
+        h('div', { class: 'muted' }, new Date(e.at).toLocaleString())));
+    }
+    next = page.next || '';
+    more.hidden = !next;
+  };
+  more.onclick = () => load(false);
+  for (const [cat, label] of [['security', 'Sign-ins & access'], ['sessions', 'Viewing']]) {
+    tabs.append(h('button', { class: cat === category ? 'button primary' : 'button', type: 'button', 'data-category': cat, onclick: (ev) => {
+      category = cat;
+      tabs.querySelectorAll('button').forEach((b) => { b.className = b === ev.target ? 'button primary' : 'button'; });
+      load(true);
+    } }, label));
   }
-  $view.append(list);
+  await load(true);
 }
 
 $logout.onclick = async () => {

@@ -57,6 +57,9 @@ func (c *Clock) Now() time.Time {
 	return now
 }
 
+// Floor is the earliest time this clock believes.
+func (c *Clock) Floor() time.Time { return c.floor }
+
 // Implausible reports whether the system clock is plainly wrong (before
 // the floor) and no better time has been learned yet.
 func (c *Clock) Implausible() bool {

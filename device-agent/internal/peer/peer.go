@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -51,7 +52,11 @@ type Config struct {
 	// NAT. pion cannot gather it (its UDP mux has no mapped-address hook),
 	// but it need not: the viewer's checks arrive at the host candidate.
 	Mapped func() (external, internal netip.AddrPort, ok bool)
-	Logger *slog.Logger
+	// ConnectTimeout ends a session whose peer connection is not up this
+	// long after the answer, so offers that never connect cannot hold the
+	// agent's viewer slots. Default 10 s.
+	ConnectTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 // Manager owns the sessions.
@@ -91,6 +96,9 @@ func NewManager(cfg Config) *Manager {
 	if cfg.CatchUp == 0 {
 		cfg.CatchUp = 8
 	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{},
 		early: map[string]*earlyCandidates{}}
 	m.se.LoggerFactory = logging.PionFactory{Log: cfg.Logger}
@@ -126,6 +134,11 @@ type Request struct {
 	// token does (zero: never).
 	TokenID string
 	Expires time.Time
+	// Claim is the device claim the token was issued under; the session
+	// ends when the device's claim changes (EndStale).
+	Claim string
+	// Owner tells whether the viewer is the device's owner.
+	Owner bool
 }
 
 // Session is one viewer's peer connection.
@@ -138,8 +151,12 @@ type Session struct {
 	log    *slog.Logger
 
 	tokenID string
+	claim   string
+	owner   bool
 	// expiry ends the session when the viewer's token expires.
 	expiry *time.Timer
+	// up is set once the peer connection first reached connected.
+	up atomic.Bool
 
 	video, audio *webrtc.TrackLocalStaticRTP
 	// bound closes when pion binds the video track to its sender: until
@@ -223,7 +240,43 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 		s.expiry = t
 		s.mu.Unlock()
 	}
+	time.AfterFunc(m.cfg.ConnectTimeout, func() {
+		if !s.up.Load() {
+			s.close("not connected within " + m.cfg.ConnectTimeout.String())
+		}
+	})
 	return nil
+}
+
+// EndStale ends every session whose token was issued under another claim of
+// the device than claim ("" when it has no owner now: every session), and
+// returns how many it ended.
+func (m *Manager) EndStale(claim string) int {
+	m.mu.Lock()
+	var stale []*Session
+	for _, s := range m.sessions {
+		if claim == "" || s.claim != claim {
+			stale = append(stale, s)
+		}
+	}
+	m.mu.Unlock()
+	for _, s := range stale {
+		s.close(string(proto.CodeRevoked))
+	}
+	return len(stale)
+}
+
+// CountGuests returns how many sessions are not the owner's.
+func (m *Manager) CountGuests() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.sessions {
+		if !s.owner {
+			n++
+		}
+	}
+	return n
 }
 
 // CountToken returns how many sessions use a viewer token ID.
@@ -279,7 +332,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
-		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID}
+		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, claim: req.Claim, owner: req.Owner}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()
@@ -556,6 +609,7 @@ func (s *Session) onState(st webrtc.PeerConnectionState) {
 	case webrtc.PeerConnectionStateConnected:
 		// DTLS is up: only now can media be decrypted, so only now start.
 		s.connected.Do(func() {
+			s.up.Store(true)
 			s.logPath()
 			sub := s.stream.Subscribe(s.m.cfg.QueueFrames)
 			s.mu.Lock()

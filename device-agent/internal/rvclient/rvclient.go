@@ -53,9 +53,20 @@ type Client struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // guards conn
+	mu sync.Mutex // guards conn, notBefore and notAfter
 	// conn is the live link, nil between connections.
 	conn *wsconn.Conn
+	// notBefore and notAfter bound the certificate of the last verified
+	// TLS connection; zero over plain http.
+	notBefore, notAfter time.Time
+}
+
+// CertValidity is the validity window of the certificate the rendezvous
+// presented on the current link; ok is false over plain http.
+func (c *Client) CertValidity() (notBefore, notAfter time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.notBefore, c.notAfter, !c.notAfter.IsZero()
 }
 
 // New returns a client; Run connects it.
@@ -139,6 +150,9 @@ func (c *Client) once(ctx context.Context) error {
 		InsecureSkipVerify: true,
 		VerifyConnection:   c.verify,
 	}
+	c.mu.Lock()
+	c.notBefore, c.notAfter = time.Time{}, time.Time{}
+	c.mu.Unlock()
 	ws, resp, err := dialer.DialContext(dctx, wsURL, http.Header{"User-Agent": {"peercam-agent/" + c.cfg.Version}})
 	if err != nil {
 		if resp != nil {
@@ -208,6 +222,11 @@ func (c *Client) verify(cs tls.ConnectionState) error {
 		return errors.New("tls: the rendezvous sent no certificate")
 	}
 	leaf := cs.PeerCertificates[0]
+	defer func() {
+		c.mu.Lock()
+		c.notBefore, c.notAfter = leaf.NotBefore, leaf.NotAfter
+		c.mu.Unlock()
+	}()
 	opts := x509.VerifyOptions{Roots: c.cfg.Roots, DNSName: cs.ServerName, Intermediates: x509.NewCertPool()}
 	for _, ic := range cs.PeerCertificates[1:] {
 		opts.Intermediates.AddCert(ic)

@@ -10,8 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +24,7 @@ import (
 
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/hub"
 	"github.com/peercam/peercam/rendezvous/internal/store"
@@ -36,6 +41,13 @@ const CSRFHeader = "X-PeerCam-CSRF"
 // MaxTokenTTL bounds viewer tokens minted through the API.
 const MaxTokenTTL = 30 * 24 * time.Hour
 
+// Defaults for Config's limits.
+const (
+	DefaultMaxConnsPerAddr = 32
+	DefaultMaxHashes       = 2
+	DefaultHashWait        = 3 * time.Second
+)
+
 // Config configures the API.
 type Config struct {
 	Store  *store.Store
@@ -46,52 +58,99 @@ type Config struct {
 	PublicURL string
 	// SecureCookies marks the cookie Secure (when served over TLS).
 	SecureCookies bool
-	Logger        *slog.Logger
+	// TrustedProxies are reverse proxies whose X-Forwarded-For names the
+	// real client; from anyone else the header is ignored.
+	TrustedProxies []netip.Prefix
+	// MaxConnsPerAddr caps concurrent WebSocket connections per client
+	// address (per /64 for IPv6), separately for viewers and devices.
+	// Default DefaultMaxConnsPerAddr.
+	MaxConnsPerAddr int
+	// MaxHashes bounds concurrent password hashes (64 MiB each); a request
+	// that cannot start one within HashWait gets 429. Defaults
+	// DefaultMaxHashes and DefaultHashWait.
+	MaxHashes int
+	HashWait  time.Duration
+	Logger    *slog.Logger
 }
 
 // API serves HTTP.
 type API struct {
-	cfg      Config
-	log      *slog.Logger
-	pub      ed25519.PublicKey
-	limiter  *limiter
-	upgrader websocket.Upgrader
-	mux      *http.ServeMux
+	cfg Config
+	log *slog.Logger
+	pub ed25519.PublicKey
+	// limiter is per address for login, setup, claim and device
+	// handshakes; the others are per account or token.
+	limiter     *limiter
+	accountFail *limiter // failed sign-ins per account, across addresses
+	pairFail    *limiter // failed sign-ins per (account, address)
+	opens       *limiter // session opens per address and per token
+	hashes      chan struct{}
+	viewerConns connCounter
+	deviceConns connCounter
+	upgrader    websocket.Upgrader
+	mux         *http.ServeMux
+	routes      []string
 }
 
 // New builds the handler tree.
 func New(cfg Config) *API {
+	if cfg.MaxConnsPerAddr <= 0 {
+		cfg.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if cfg.MaxHashes <= 0 {
+		cfg.MaxHashes = DefaultMaxHashes
+	}
+	if cfg.HashWait <= 0 {
+		cfg.HashWait = DefaultHashWait
+	}
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), pub: cfg.Key.Public().(ed25519.PublicKey),
-		limiter: newLimiter(), mux: http.NewServeMux()}
+		limiter:     newLimiter(3*time.Second, 10),
+		accountFail: newLimiter(10*time.Second, 20),
+		pairFail:    newLimiter(30*time.Second, 5),
+		opens:       newLimiter(time.Second, 20),
+		hashes:      make(chan struct{}, cfg.MaxHashes),
+		mux:         http.NewServeMux()}
 	// The default CheckOrigin refuses a browser Origin other than this host,
 	// so another site cannot open a viewer socket with the owner's cookie.
 	a.upgrader = websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
-	m := a.mux
-	m.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	m.HandleFunc("GET /api/setup", a.setupNeeded)
-	m.HandleFunc("POST /api/setup", a.setup)
-	m.HandleFunc("POST /api/login", a.login)
-	m.HandleFunc("POST /api/logout", a.logout)
-	m.HandleFunc("GET /api/me", a.owner(a.me))
-	m.HandleFunc("GET /api/devices", a.owner(a.devices))
-	m.HandleFunc("POST /api/devices/claim", a.owner(a.claim))
-	m.HandleFunc("DELETE /api/devices/{id}", a.owner(a.removeDevice))
-	m.HandleFunc("POST /api/devices/{id}/tokens", a.owner(a.mintToken))
-	m.HandleFunc("POST /api/shares", a.owner(a.createShare))
-	m.HandleFunc("GET /api/shares", a.owner(a.listShares))
-	m.HandleFunc("DELETE /api/shares/{id}", a.owner(a.revokeShare))
-	m.HandleFunc("GET /api/audit", a.owner(a.auditLog))
-	m.HandleFunc("GET /ws/device", a.deviceSocket)
-	m.HandleFunc("GET /ws/viewer", a.viewerSocket)
-	m.HandleFunc("POST /whep/{device}/{camera}", a.whepOffer)
-	m.HandleFunc("DELETE /whep/{device}/{camera}/{session}", a.whepDelete)
-	m.HandleFunc("OPTIONS /whep/", a.whepPreflight)
-	m.HandleFunc("PATCH /whep/{device}/{camera}/{session}", a.whepPatch)
+	handle := func(pattern string, h http.HandlerFunc) {
+		a.routes = append(a.routes, pattern)
+		a.mux.HandleFunc(pattern, h)
+	}
+	handle("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	handle("GET /api/openapi.json", serveOpenAPI)
+	handle("GET /api/setup", a.setupNeeded)
+	handle("POST /api/setup", a.setup)
+	handle("POST /api/login", a.login)
+	handle("POST /api/logout", a.logout)
+	handle("POST /api/logout-all", a.owner(a.logoutAll))
+	handle("GET /api/me", a.owner(a.me))
+	handle("GET /api/devices", a.owner(a.devices))
+	handle("POST /api/devices/claim", a.owner(a.claim))
+	handle("DELETE /api/devices/{id}", a.owner(a.removeDevice))
+	handle("POST /api/devices/{id}/tokens", a.owner(a.mintToken))
+	handle("GET /api/tokens", a.owner(a.listTokens))
+	handle("DELETE /api/tokens/{id}", a.owner(a.revokeToken))
+	handle("POST /api/shares", a.owner(a.createShare))
+	handle("GET /api/shares", a.owner(a.listShares))
+	handle("DELETE /api/shares/{id}", a.owner(a.revokeShare))
+	handle("GET /api/audit", a.owner(a.auditLog))
+	handle("GET /ws/device", a.deviceSocket)
+	handle("GET /ws/viewer", a.viewerSocket)
+	handle("POST /whep/{device}/{camera}", a.whepOffer)
+	handle("DELETE /whep/{device}/{camera}/{session}", a.whepDelete)
+	handle("OPTIONS /whep/", a.whepPreflight)
+	handle("PATCH /whep/{device}/{camera}/{session}", a.whepPatch)
 	if cfg.Static != nil {
-		m.Handle("GET /", cfg.Static)
+		a.routes = append(a.routes, "GET /")
+		a.mux.Handle("GET /", cfg.Static)
 	}
 	return a
 }
+
+// Routes lists the patterns the API registers, for the test that holds the
+// OpenAPI description to them.
+func (a *API) Routes() []string { return slices.Clone(a.routes) }
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -115,8 +174,21 @@ func writeErr(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Error: code, Message: msg})
 }
 
+// isJSON tells whether a request declares a JSON body. A cross-site HTML
+// form can only send text/plain, urlencoded or multipart bodies without a
+// CORS preflight, so insisting on application/json shuts out forged forms
+// even where the body happens to parse as JSON.
+func isJSON(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return err == nil && mt == "application/json"
+}
+
 // readJSON decodes a small JSON body strictly.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if !isJSON(r) {
+		writeErr(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Send the body as JSON with Content-Type: application/json.")
+		return false
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 16<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -126,12 +198,47 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-func remoteIP(r *http.Request) string {
+// clientIP is the address a request comes from: the peer, or, when the peer
+// is a trusted proxy, the right-most X-Forwarded-For entry that is not one
+// (entries further left are whatever the client chose to send).
+func (a *API) clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
+	}
+	if len(a.cfg.TrustedProxies) == 0 || !a.trusted(host) {
+		return host
+	}
+	var hops []string
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		for _, h := range strings.Split(v, ",") {
+			hops = append(hops, strings.TrimSpace(h))
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		ip, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			return host // garbage: rate-limit the proxy itself, fail closed
+		}
+		if !a.trusted(ip.String()) {
+			return ip.Unmap().String()
+		}
 	}
 	return host
+}
+
+func (a *API) trusted(ip string) bool {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil {
+		return false
+	}
+	addr = addr.Unmap()
+	for _, p := range a.cfg.TrustedProxies {
+		if p.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // bearer returns the token of an Authorization: Bearer header.
@@ -143,41 +250,72 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// ownerFrom returns the owner a request is signed in as, and whether the
-// credential was the cookie.
-func (a *API) ownerFrom(r *http.Request) (*store.User, bool, error) {
+// signedIn is an owner request's identity.
+type signedIn struct {
+	user    store.User
+	loginID string
+	cookie  bool
+}
+
+// ownerFrom returns the owner a request is signed in as. A bearer token wins
+// over the cookie. The session must be on record and not signed out.
+func (a *API) ownerFrom(r *http.Request) (*signedIn, error) {
 	tok, fromCookie := bearer(r), false
 	if tok == "" {
 		c, err := r.Cookie(CookieName)
 		if err != nil {
-			return nil, false, auth.ErrBadToken
+			return nil, auth.ErrBadToken
 		}
 		tok, fromCookie = c.Value, true
 	}
 	claims, err := auth.ParseSession(a.pub, tok, time.Now())
 	if err != nil {
-		return nil, fromCookie, err
+		return nil, err
+	}
+	if ok, err := a.cfg.Store.LoginActive(r.Context(), claims.ID, claims.UserID()); err != nil || !ok {
+		return nil, auth.ErrBadToken
 	}
 	u, err := a.cfg.Store.UserByID(r.Context(), claims.UserID())
 	if err != nil {
-		return nil, fromCookie, auth.ErrBadToken
+		return nil, auth.ErrBadToken
 	}
-	return &u, fromCookie, nil
+	return &signedIn{user: u, loginID: claims.ID, cookie: fromCookie}, nil
+}
+
+// sameOrigin tells whether a browser request comes from this site's own
+// pages: the CSRF header (which a cross-site page cannot set without a
+// preflight this server never grants), or an Origin naming this host.
+func (a *API) sameOrigin(r *http.Request) bool {
+	if r.Header.Get(CSRFHeader) != "" {
+		return true
+	}
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return false
+	}
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	if pu, err := url.Parse(a.cfg.PublicURL); err == nil && strings.EqualFold(u.Host, pu.Host) && u.Scheme == pu.Scheme {
+		return true
+	}
+	return strings.EqualFold(u.Host, r.Host)
 }
 
 // owner wraps a handler that needs a signed-in owner.
-func (a *API) owner(next func(http.ResponseWriter, *http.Request, *store.User)) http.HandlerFunc {
+func (a *API) owner(next func(http.ResponseWriter, *http.Request, *signedIn)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		u, fromCookie, err := a.ownerFrom(r)
+		si, err := a.ownerFrom(r)
 		if err != nil {
 			writeErr(w, http.StatusUnauthorized, "unauthorized", "Sign in first.")
 			return
 		}
-		if fromCookie && r.Method != http.MethodGet && r.Header.Get(CSRFHeader) == "" {
+		if si.cookie && r.Method != http.MethodGet && r.Header.Get(CSRFHeader) == "" {
 			writeErr(w, http.StatusForbidden, "csrf", "Missing "+CSRFHeader+" header.")
 			return
 		}
-		next(w, r, u)
+		next(w, r, si)
 	}
 }
 
@@ -186,109 +324,12 @@ func (a *API) setCookie(w http.ResponseWriter, value string, maxAge int) {
 		HttpOnly: true, Secure: a.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 }
 
-type credentials struct {
-	Name     string `json:"name"`
-	Password string `json:"password"`
-	Token    string `json:"token,omitempty"`
-}
-
 type userJSON struct {
 	Name string `json:"name"`
 }
 
-func (a *API) startSession(w http.ResponseWriter, u store.User) {
-	tok, err := auth.SignSession(a.cfg.Key, u, time.Now())
-	if err != nil {
-		writeErr(w, http.StatusInternalServerError, "internal", "Could not start a session.")
-		return
-	}
-	a.setCookie(w, tok, int(auth.SessionTTL/time.Second))
-	writeJSON(w, http.StatusOK, map[string]any{"user": userJSON{u.Name}, "token": tok})
-}
-
-func (a *API) login(w http.ResponseWriter, r *http.Request) {
-	if !a.limiter.allow(w, "login:"+remoteIP(r)) {
-		return
-	}
-	var c credentials
-	if !readJSON(w, r, &c) {
-		return
-	}
-	// Per account as well as per address: a botnet spreading guesses over
-	// many addresses still meets the account's budget.
-	if !a.limiter.allow(w, "login-user:"+strings.ToLower(c.Name)) {
-		return
-	}
-	u, err := a.cfg.Store.UserByName(r.Context(), c.Name)
-	if err == nil {
-		err = auth.CheckPassword(u.PWHash, c.Password)
-	} else {
-		// Spend the same time as a real check so names cannot be probed.
-		_ = auth.CheckPassword(dummyHash, c.Password)
-	}
-	if err != nil {
-		a.log.Info("login failed", "user", c.Name, "remote", remoteIP(r))
-		if u.ID != 0 {
-			a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginFailed, Actor: remoteIP(r), Detail: "wrong password"})
-		}
-		writeErr(w, http.StatusUnauthorized, "bad_credentials", "Wrong user name or password.")
-		return
-	}
-	a.log.Info("login", "user", u.Name, "remote", remoteIP(r))
-	a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginOK, Actor: u.Name, Detail: "from " + remoteIP(r)})
-	a.startSession(w, u)
-}
-
-var dummyHash, _ = auth.HashPassword("not-a-real-password")
-
-func (a *API) logout(w http.ResponseWriter, _ *http.Request) {
-	a.setCookie(w, "", -1)
-	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
-}
-
-func (a *API) setupNeeded(w http.ResponseWriter, r *http.Request) {
-	n, err := a.cfg.Store.UserCount(r.Context())
-	if err != nil {
-		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]bool{"needed": n == 0})
-}
-
-// setup creates an owner with the one-time link the server printed on its
-// first start; whoever visits first without that link gets nothing.
-func (a *API) setup(w http.ResponseWriter, r *http.Request) {
-	if !a.limiter.allow(w, "setup:"+remoteIP(r)) {
-		return
-	}
-	var c credentials
-	if !readJSON(w, r, &c) {
-		return
-	}
-	if strings.TrimSpace(c.Name) == "" {
-		writeErr(w, http.StatusBadRequest, "bad_request", "Choose a user name.")
-		return
-	}
-	hash, err := auth.HashPassword(c.Password)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, "weak_password", "The password must be at least 8 characters.")
-		return
-	}
-	if err := a.cfg.Store.TakeSetupToken(r.Context(), c.Token); err != nil {
-		writeErr(w, http.StatusForbidden, "bad_setup_token", "This setup link is wrong, used or expired. Run 'rendezvous user add' on the server instead.")
-		return
-	}
-	u, err := a.cfg.Store.AddUser(r.Context(), strings.TrimSpace(c.Name), hash)
-	if err != nil {
-		writeErr(w, http.StatusConflict, "exists", "That user name is taken.")
-		return
-	}
-	a.log.Info("owner created through the setup link", "user", u.Name)
-	a.startSession(w, u)
-}
-
-func (a *API) me(w http.ResponseWriter, _ *http.Request, u *store.User) {
-	writeJSON(w, http.StatusOK, userJSON{u.Name})
+func (a *API) me(w http.ResponseWriter, _ *http.Request, si *signedIn) {
+	writeJSON(w, http.StatusOK, userJSON{si.user.Name})
 }
 
 type cameraJSON struct {
@@ -320,8 +361,8 @@ func (a *API) deviceView(d store.Device) deviceJSON {
 	return out
 }
 
-func (a *API) devices(w http.ResponseWriter, r *http.Request, u *store.User) {
-	devs, err := a.cfg.Store.Devices(r.Context(), u.ID)
+func (a *API) devices(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	devs, err := a.cfg.Store.Devices(r.Context(), si.user.ID)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
 		return
@@ -333,8 +374,8 @@ func (a *API) devices(w http.ResponseWriter, r *http.Request, u *store.User) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *API) claim(w http.ResponseWriter, r *http.Request, u *store.User) {
-	if !a.limiter.allow(w, "claim:"+remoteIP(r)) || !a.limiter.allow(w, "claim-user:"+u.Name) {
+func (a *API) claim(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	if !a.limiter.allow(w, "claim:"+addrKey(a.clientIP(r))) || !a.limiter.allow(w, "claim-user:"+si.user.Name) {
 		return
 	}
 	var body struct {
@@ -344,7 +385,7 @@ func (a *API) claim(w http.ResponseWriter, r *http.Request, u *store.User) {
 	if !readJSON(w, r, &body) {
 		return
 	}
-	d, err := a.cfg.Hub.Claim(r.Context(), *u, body.Code, strings.TrimSpace(body.Name))
+	d, err := a.cfg.Hub.Claim(r.Context(), si.user, body.Code, strings.TrimSpace(body.Name))
 	switch {
 	case errors.Is(err, hub.ErrBadClaimCode):
 		writeErr(w, http.StatusNotFound, "bad_claim_code", "That claim code is wrong, already used or expired. The device prints a fresh one in its log.")
@@ -357,17 +398,24 @@ func (a *API) claim(w http.ResponseWriter, r *http.Request, u *store.User) {
 	}
 }
 
-func (a *API) removeDevice(w http.ResponseWriter, r *http.Request, u *store.User) {
-	if err := a.cfg.Store.RemoveDevice(r.Context(), r.PathValue("id"), u.ID); err != nil {
+// removeDevice unbinds a device: every share and token issued for it is
+// revoked and its live sessions end.
+func (a *API) removeDevice(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	n, err := a.cfg.Hub.Remove(r.Context(), si.user, r.PathValue("id"))
+	if errors.Is(err, store.ErrNotFound) {
 		writeErr(w, http.StatusNotFound, "not_found", "No such device on this account.")
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "internal", "Could not remove the device.")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "revoked": n})
 }
 
 // mintToken gives an owner a viewer token for a standard WHEP player or a
-// script.
-func (a *API) mintToken(w http.ResponseWriter, r *http.Request, u *store.User) {
+// script. It is recorded, listed under /api/tokens and revocable.
+func (a *API) mintToken(w http.ResponseWriter, r *http.Request, si *signedIn) {
 	var body struct {
 		Cameras    []string `json:"cameras"`
 		TTLSeconds int      `json:"ttl_seconds"`
@@ -377,7 +425,7 @@ func (a *API) mintToken(w http.ResponseWriter, r *http.Request, u *store.User) {
 	}
 	devID := r.PathValue("id")
 	d, err := a.cfg.Store.Device(r.Context(), devID)
-	if err != nil || d.OwnerID != u.ID {
+	if err != nil || d.OwnerID != si.user.ID {
 		writeErr(w, http.StatusNotFound, "not_found", "No such device on this account.")
 		return
 	}
@@ -390,29 +438,120 @@ func (a *API) mintToken(w http.ResponseWriter, r *http.Request, u *store.User) {
 		writeErr(w, http.StatusBadRequest, "bad_request", "Name at least one camera.")
 		return
 	}
-	tok, err := MintViewerToken(a.cfg.Key, u.ID, devID, body.Cameras, ttl)
+	t, err := MintViewerToken(r.Context(), a.cfg.Store, a.cfg.Key, d, body.Cameras, ttl, "API")
+	if errors.Is(err, ErrShare) {
+		writeErr(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), "share: "))
+		return
+	}
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal", "Could not sign the token.")
 		return
 	}
+	a.audit(r.Context(), store.AuditEvent{OwnerID: si.user.ID, Kind: store.AuditTokenMinted, Actor: si.user.Name, Device: devID,
+		Camera: strings.Join(body.Cameras, ","), Detail: "token " + short(t.ID) + " until " + t.Expires.UTC().Format(time.RFC3339)})
 	writeJSON(w, http.StatusOK, map[string]any{
-		"token":    tok,
+		"id":       t.ID,
+		"token":    t.Token,
+		"expires":  t.Expires.UTC(),
 		"whep_url": a.cfg.PublicURL + "/whep/" + devID + "/" + body.Cameras[0],
 	})
 }
 
-// MintViewerToken signs a live-view token for an owner's cameras.
-func MintViewerToken(key ed25519.PrivateKey, ownerID int64, devID string, cameras []string, ttl time.Duration) (string, error) {
-	c := viewertoken.Claims{Device: devID, Cameras: cameras, Perms: []string{viewertoken.PermLive}}
-	c.Subject = "user:" + strconv.FormatInt(ownerID, 10)
-	return viewertoken.Sign(key, c, time.Now(), ttl)
+// MintedToken is a minted viewer token and its record's ID.
+type MintedToken struct {
+	ID      string
+	Token   string
+	Expires time.Time
 }
 
-func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
-	// Agents redial with backoff; a source hammering the handshake is not one.
-	if !a.limiter.allow(w, "device:"+remoteIP(r)) {
+// MintViewerToken records and signs a live-view token for cameras of an
+// owner's claimed device, under its current claim. The API and the admin CLI
+// both use it; mintedBy says which.
+func MintViewerToken(ctx context.Context, st *store.Store, key ed25519.PrivateKey, d store.Device, cameras []string, ttl time.Duration, mintedBy string) (MintedToken, error) {
+	if d.OwnerID == 0 || d.ClaimID == "" {
+		return MintedToken{}, fmt.Errorf("%w: device %s is not claimed", ErrShare, d.ID)
+	}
+	for _, c := range cameras {
+		if !slices.ContainsFunc(d.Cameras, func(dc proto.Camera) bool { return dc.ID == c }) {
+			return MintedToken{}, fmt.Errorf("%w: device has no camera %q", ErrShare, c)
+		}
+	}
+	now := time.Now()
+	c := viewertoken.Claims{Device: d.ID, Cameras: cameras, Perms: []string{viewertoken.PermLive}, Owner: d.OwnerID, Claim: d.ClaimID}
+	c.ID = viewertoken.NewID()
+	c.Subject = "token:" + c.ID
+	tok, err := viewertoken.Sign(key, c, now, ttl)
+	if err != nil {
+		return MintedToken{}, err
+	}
+	rec := store.Token{ID: c.ID, OwnerID: d.OwnerID, DeviceID: d.ID, Cameras: cameras, MintedBy: mintedBy, Created: now, Expires: now.Add(ttl)}
+	if err := st.AddToken(ctx, rec); err != nil {
+		return MintedToken{}, err
+	}
+	return MintedToken{ID: c.ID, Token: tok, Expires: rec.Expires}, nil
+}
+
+type tokenJSON struct {
+	ID         string     `json:"id"`
+	Device     string     `json:"device"`
+	Cameras    []string   `json:"cameras"`
+	MintedBy   string     `json:"minted_by"`
+	Created    time.Time  `json:"created"`
+	Expires    time.Time  `json:"expires"`
+	Revoked    *time.Time `json:"revoked,omitempty"`
+	LastUsed   *time.Time `json:"last_used,omitempty"`
+	ViewersNow int        `json:"viewers_now"`
+	Active     bool       `json:"active"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func (a *API) listTokens(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	toks, err := a.cfg.Store.Tokens(r.Context(), si.user.ID)
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
 		return
 	}
+	now := time.Now()
+	out := []tokenJSON{}
+	for _, t := range toks {
+		out = append(out, tokenJSON{ID: t.ID, Device: t.DeviceID, Cameras: t.Cameras, MintedBy: t.MintedBy,
+			Created: t.Created.UTC(), Expires: t.Expires.UTC(), Revoked: timePtr(t.Revoked), LastUsed: timePtr(t.LastUsed),
+			ViewersNow: a.cfg.Hub.ViewersOf(t.ID), Active: t.Revoked.IsZero() && t.Expires.After(now)})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (a *API) revokeToken(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	id := r.PathValue("id")
+	if err := a.cfg.Store.RevokeToken(r.Context(), id, si.user.ID); err != nil {
+		writeErr(w, http.StatusNotFound, "not_found", "No such token on this account.")
+		return
+	}
+	ended := a.cfg.Hub.RevokeToken(id)
+	a.audit(r.Context(), store.AuditEvent{OwnerID: si.user.ID, Kind: store.AuditTokenRevoked, Actor: si.user.Name,
+		Detail: fmt.Sprintf("token %s, %d live session(s) ended", short(id), ended)})
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "sessions_ended": ended})
+}
+
+// deviceSocket is an agent's signaling link. Agents redial with backoff;
+// a source hammering the handshake, or holding many links, is not one.
+func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
+	ip := addrKey(a.clientIP(r))
+	if !a.limiter.allow(w, "device:"+ip) {
+		return
+	}
+	if !a.deviceConns.acquire(ip, a.cfg.MaxConnsPerAddr) {
+		tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d device connections open, the limit.", a.cfg.MaxConnsPerAddr))
+		return
+	}
+	defer a.deviceConns.release(ip)
 	ws, err := a.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return // the upgrader has answered
@@ -421,17 +560,39 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
+	ip := addrKey(a.clientIP(r))
+	if !a.viewerConns.acquire(ip, a.cfg.MaxConnsPerAddr) {
+		tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d viewer connections open, the limit. Close some tabs.", a.cfg.MaxConnsPerAddr))
+		return
+	}
+	defer a.viewerConns.release(ip)
 	var v hub.Viewer
-	if u, _, err := a.ownerFrom(r); err == nil {
-		v.Owner = u
+	if si, err := a.ownerFrom(r); err == nil {
+		v.Owner, v.LoginID = &si.user, si.loginID
 	}
 	ws, err := a.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
 	}
-	ip := remoteIP(r)
-	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.New(ws), v,
-		func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) }, r.RemoteAddr)
+	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.New(ws), hub.ViewerConn{
+		Viewer:    v,
+		Parse:     func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) },
+		AllowOpen: func(tokenID string) error { return a.allowOpen(ip, tokenID) },
+		Remote:    r.RemoteAddr,
+	})
+}
+
+// allowOpen spends one session open from ip and, for a token, from the
+// token: a guest cannot churn sessions to flood the owner's log or the
+// agent, from one address or from many.
+func (a *API) allowOpen(ip, tokenID string) error {
+	if a.opens.take("open:"+ip) > 0 {
+		return hub.ErrRateLimited
+	}
+	if tokenID != "" && a.opens.take("open-token:"+tokenID) > 0 {
+		return hub.ErrRateLimited
+	}
+	return nil
 }
 
 func (a *API) parseViewerToken(tok string) (*viewertoken.Claims, error) {
@@ -460,8 +621,10 @@ func (a *API) audit(ctx context.Context, e store.AuditEvent) {
 }
 
 type auditJSON struct {
+	ID         string    `json:"id"`
 	At         time.Time `json:"at"`
 	Kind       string    `json:"kind"`
+	Category   string    `json:"category"`
 	Actor      string    `json:"actor"`
 	Device     string    `json:"device,omitempty"`
 	Camera     string    `json:"camera,omitempty"`
@@ -469,17 +632,50 @@ type auditJSON struct {
 	DurationMS int64     `json:"duration_ms,omitempty"`
 }
 
-// auditLog returns the owner's own audit log, newest first.
-func (a *API) auditLog(w http.ResponseWriter, r *http.Request, u *store.User) {
-	events, err := a.cfg.Store.Audit(r.Context(), u.ID, 200)
+// auditLog returns a page of the owner's own audit log, newest first:
+// ?category=security|sessions (default both), ?limit=1..500 (default 100),
+// ?before=<next of the previous page>.
+func (a *API) auditLog(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	q := r.URL.Query()
+	cat := q.Get("category")
+	if cat != "" && cat != store.CategorySecurity && cat != store.CategorySessions {
+		writeErr(w, http.StatusBadRequest, "bad_request", "category must be security or sessions.")
+		return
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			writeErr(w, http.StatusBadRequest, "bad_request", "limit must be between 1 and 500.")
+			return
+		}
+		limit = n
+	}
+	var before int64
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			writeErr(w, http.StatusBadRequest, "bad_request", "before must be the next value of a previous page.")
+			return
+		}
+		before = n
+	}
+	events, err := a.cfg.Store.Audit(r.Context(), si.user.ID, cat, before, limit)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
 		return
 	}
-	out := []auditJSON{}
+	out := struct {
+		Events []auditJSON `json:"events"`
+		Next   string      `json:"next,omitempty"`
+	}{Events: []auditJSON{}}
 	for _, e := range events {
-		out = append(out, auditJSON{At: e.At.UTC(), Kind: e.Kind, Actor: e.Actor, Device: e.Device, Camera: e.Camera,
+		out.Events = append(out.Events, auditJSON{ID: strconv.FormatInt(e.ID, 10), At: e.At.UTC(), Kind: e.Kind,
+			Category: store.CategoryOf(e.Kind), Actor: e.Actor, Device: e.Device, Camera: e.Camera,
 			Detail: e.Detail, DurationMS: e.Duration.Milliseconds()})
+	}
+	if len(events) == limit {
+		out.Next = strconv.FormatInt(events[len(events)-1].ID, 10)
 	}
 	writeJSON(w, http.StatusOK, out)
 }

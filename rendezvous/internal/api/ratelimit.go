@@ -2,6 +2,7 @@ package api
 
 import (
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -10,7 +11,7 @@ import (
 )
 
 // limiter is a token bucket per key (an address or an account), for calls an
-// attacker would repeat: login, setup, claim.
+// attacker would repeat: login, setup, claim, session opens.
 type limiter struct {
 	mu sync.Mutex // guards buckets
 	// buckets maps a key to its bucket; idle ones are swept.
@@ -24,8 +25,8 @@ type bucket struct {
 	seen time.Time
 }
 
-func newLimiter() *limiter {
-	return &limiter{buckets: map[string]*bucket{}, every: 3 * time.Second, burst: 10}
+func newLimiter(every time.Duration, burst int) *limiter {
+	return &limiter{buckets: map[string]*bucket{}, every: every, burst: burst}
 }
 
 // allow answers 429 with Retry-After and returns false when key is over its
@@ -35,9 +36,14 @@ func (l *limiter) allow(w http.ResponseWriter, key string) bool {
 	if delay <= 0 {
 		return true
 	}
-	w.Header().Set("Retry-After", strconv.Itoa(int(delay/time.Second)+1))
-	writeErr(w, http.StatusTooManyRequests, "rate_limited", "Too many attempts. Wait a little and try again.")
+	tooMany(w, delay, "Too many attempts. Wait a little and try again.")
 	return false
+}
+
+// tooMany answers 429 with Retry-After in whole seconds, rounded up.
+func tooMany(w http.ResponseWriter, delay time.Duration, msg string) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(delay/time.Second)+1))
+	writeErr(w, http.StatusTooManyRequests, "rate_limited", msg)
 }
 
 // take spends one attempt of key's budget; a positive result is how long to
@@ -55,12 +61,37 @@ func (l *limiter) take(key string) time.Duration {
 	return delay
 }
 
-// exhausted tells whether key has no attempt left now, without spending one.
-func (l *limiter) exhausted(key string) bool {
+// wait tells how long until key has an attempt, without spending one; zero
+// when it has one now.
+func (l *limiter) wait(key string) time.Duration {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.bucket(key, now).lim.TokensAt(now) < 1
+	lim := l.bucket(key, now).lim
+	if tok := lim.TokensAt(now); tok < 1 {
+		return time.Duration((1 - tok) * float64(l.every))
+	}
+	return 0
+}
+
+// exhausted tells whether key has no attempt left now, without spending one.
+func (l *limiter) exhausted(key string) bool { return l.wait(key) > 0 }
+
+// spent tells whether key has used any of its budget recently (its bucket
+// is not full), without creating one.
+func (l *limiter) spent(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[key]
+	return b != nil && b.lim.TokensAt(now) < float64(l.burst)
+}
+
+// forget drops key's bucket: its budget is full again.
+func (l *limiter) forget(key string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.buckets, key)
 }
 
 func (l *limiter) bucket(key string, now time.Time) *bucket {
@@ -78,4 +109,48 @@ func (l *limiter) bucket(key string, now time.Time) *bucket {
 	}
 	b.seen = now
 	return b
+}
+
+// addrKey is the rate-limit identity of a client address: the address for
+// IPv4, its /64 for IPv6, since one home or phone gets a whole /64 and could
+// otherwise rotate through it.
+func addrKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap()
+	if a.Is4() {
+		return a.String()
+	}
+	p, _ := a.Prefix(64)
+	return p.String()
+}
+
+// connCounter caps concurrent connections per address key.
+type connCounter struct {
+	mu sync.Mutex // guards n
+	n  map[string]int
+}
+
+// acquire counts one more connection for key unless it has max already.
+func (c *connCounter) acquire(key string, max int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int{}
+	}
+	if c.n[key] >= max {
+		return false
+	}
+	c.n[key]++
+	return true
+}
+
+func (c *connCounter) release(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[key]--; c.n[key] <= 0 {
+		delete(c.n, key)
+	}
 }

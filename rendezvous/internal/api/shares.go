@@ -29,10 +29,16 @@ type ShareRequest struct {
 	Perms      []string `json:"perms"`
 	TTLSeconds int      `json:"ttl_seconds"`
 	// Expires is an alternative to TTLSeconds: an RFC 3339 date.
-	Expires    string `json:"expires"`
-	MaxViewers int    `json:"max_viewers"`
+	Expires string `json:"expires"`
+	// MaxViewers caps concurrent viewers: 1 when left out, 0 for no cap
+	// (the agent's own limit still applies, and it keeps a slot for the
+	// owner).
+	MaxViewers *int   `json:"max_viewers"`
 	Label      string `json:"label"`
 }
+
+// DefaultShareViewers is a share's viewer cap when the request names none.
+const DefaultShareViewers = 1
 
 // NewShare is a created share and its link.
 type NewShare struct {
@@ -49,7 +55,7 @@ var ErrShare = errors.New("share")
 // and signs its token. The API and the admin CLI both use it.
 func CreateShare(ctx context.Context, st *store.Store, key ed25519.PrivateKey, publicURL string, owner int64, r ShareRequest, now time.Time) (NewShare, error) {
 	d, err := st.Device(ctx, r.Device)
-	if err != nil || d.OwnerID != owner {
+	if err != nil || d.OwnerID != owner || d.ClaimID == "" {
 		return NewShare{}, fmt.Errorf("%w: no device %q on this account", ErrShare, r.Device)
 	}
 	if len(r.Cameras) == 0 {
@@ -82,15 +88,20 @@ func CreateShare(ctx context.Context, st *store.Store, key ed25519.PrivateKey, p
 	if !expires.After(now) || expires.Sub(now) > MaxShareTTL {
 		return NewShare{}, fmt.Errorf("%w: the expiry must be in the future and at most %d days away", ErrShare, int(MaxShareTTL.Hours()/24))
 	}
-	if r.MaxViewers < 0 || r.MaxViewers > 100 {
+	maxViewers := DefaultShareViewers
+	if r.MaxViewers != nil {
+		maxViewers = *r.MaxViewers
+	}
+	if maxViewers < 0 || maxViewers > 100 {
 		return NewShare{}, fmt.Errorf("%w: max_viewers must be between 0 (no cap) and 100", ErrShare)
 	}
 	if len(r.Label) > 80 {
 		return NewShare{}, fmt.Errorf("%w: the label is longer than 80 characters", ErrShare)
 	}
 	sh := store.Share{ID: viewertoken.NewID(), OwnerID: owner, DeviceID: r.Device, Cameras: r.Cameras, Perms: r.Perms,
-		Label: strings.TrimSpace(r.Label), MaxViewers: r.MaxViewers, Created: now, Expires: expires.Truncate(time.Second)}
-	c := viewertoken.Claims{Device: sh.DeviceID, Cameras: sh.Cameras, Perms: sh.Perms, MaxViewers: sh.MaxViewers}
+		Label: strings.TrimSpace(r.Label), MaxViewers: maxViewers, Created: now, Expires: expires.Truncate(time.Second)}
+	c := viewertoken.Claims{Device: sh.DeviceID, Cameras: sh.Cameras, Perms: sh.Perms, MaxViewers: sh.MaxViewers,
+		Owner: d.OwnerID, Claim: d.ClaimID}
 	c.ID = sh.ID
 	c.Subject = "share:" + sh.ID
 	tok, err := viewertoken.Sign(key, c, now, sh.Expires.Sub(now))
@@ -119,7 +130,8 @@ type shareJSON struct {
 	Active     bool       `json:"active"`
 }
 
-func (a *API) createShare(w http.ResponseWriter, r *http.Request, u *store.User) {
+func (a *API) createShare(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	u := &si.user
 	var req ShareRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -139,7 +151,8 @@ func (a *API) createShare(w http.ResponseWriter, r *http.Request, u *store.User)
 	writeJSON(w, http.StatusCreated, sh)
 }
 
-func (a *API) listShares(w http.ResponseWriter, r *http.Request, u *store.User) {
+func (a *API) listShares(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	u := &si.user
 	shares, err := a.cfg.Store.Shares(r.Context(), u.ID)
 	if err != nil {
 		writeErr(w, http.StatusInternalServerError, "internal", "Store unavailable.")
@@ -164,7 +177,8 @@ func (a *API) listShares(w http.ResponseWriter, r *http.Request, u *store.User) 
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (a *API) revokeShare(w http.ResponseWriter, r *http.Request, u *store.User) {
+func (a *API) revokeShare(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	u := &si.user
 	id := r.PathValue("id")
 	if err := a.cfg.Store.RevokeShare(r.Context(), id, u.ID); err != nil {
 		writeErr(w, http.StatusNotFound, "not_found", "No such share on this account.")

@@ -30,55 +30,82 @@ func (a *API) whepPreflight(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func whepErr(w http.ResponseWriter, status int, msg string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = io.WriteString(w, msg+"\n")
+// whepErr answers a WHEP request with a JSON body carrying the wire code,
+// so a player can tell "revoked" from "over the cap" from "offline".
+func whepErr(w http.ResponseWriter, status int, code proto.Code, msg string) {
+	writeErr(w, status, string(code), msg)
 }
 
 // whepViewer resolves the bearer token: a viewer token, or an owner session
 // token (so an owner's script can use its login token).
-func (a *API) whepViewer(r *http.Request) (hub.Viewer, bool) {
+func (a *API) whepViewer(r *http.Request) (hub.Viewer, error) {
 	tok := bearer(r)
 	if tok == "" {
-		return hub.Viewer{}, false
+		return hub.Viewer{}, hub.ErrUnauthorized
 	}
-	if claims, err := a.checkToken(remoteIP(r), tok); err == nil {
-		return hub.Viewer{Token: claims, RawToken: tok}, true
+	claims, err := a.checkToken(addrKey(a.clientIP(r)), tok)
+	if err == nil {
+		return hub.Viewer{Token: claims, RawToken: tok}, nil
 	}
-	if u, _, err := a.ownerFrom(r); err == nil {
-		return hub.Viewer{Owner: u}, true
+	if errors.Is(err, hub.ErrRateLimited) {
+		return hub.Viewer{}, err
 	}
-	return hub.Viewer{}, false
+	if si, err := a.ownerFrom(r); err == nil {
+		return hub.Viewer{Owner: &si.user, LoginID: si.loginID}, nil
+	}
+	return hub.Viewer{}, hub.ErrUnauthorized
+}
+
+// whepRefuse answers a refused WHEP request with its status, wire code and
+// sentence; 401 carries WWW-Authenticate and 429 Retry-After.
+func whepRefuse(w http.ResponseWriter, err error) {
+	st := whepStatus(err)
+	switch st {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="peercam"`)
+	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+		w.Header().Set("Retry-After", "10")
+	}
+	msg := hub.Sentence(err)
+	if errors.Is(err, hub.ErrUnauthorized) && !errors.Is(err, hub.ErrSignedOut) {
+		msg = "A valid bearer token is required (Authorization: Bearer <token>)."
+	}
+	whepErr(w, st, hub.CodeOf(err), msg)
 }
 
 func (a *API) whepOffer(w http.ResponseWriter, r *http.Request) {
 	a.whepCORS(w)
 	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/sdp") {
-		whepErr(w, http.StatusUnsupportedMediaType, "Content-Type must be application/sdp.")
+		whepErr(w, http.StatusUnsupportedMediaType, proto.CodeBadMessage, "Content-Type must be application/sdp.")
 		return
 	}
-	v, ok := a.whepViewer(r)
-	if !ok {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="peercam"`)
-		whepErr(w, http.StatusUnauthorized, "A valid bearer token is required (Authorization: Bearer <token>).")
+	v, err := a.whepViewer(r)
+	if err == nil {
+		id := ""
+		if v.Token != nil {
+			id = v.Token.ID
+		}
+		err = a.allowOpen(addrKey(a.clientIP(r)), id)
+	}
+	if err != nil {
+		whepRefuse(w, err)
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, proto.MaxMessageSize/2))
 	if err != nil {
-		whepErr(w, http.StatusRequestEntityTooLarge, "The SDP offer is too large.")
+		whepErr(w, http.StatusRequestEntityTooLarge, proto.CodeTooLarge, "The SDP offer is too large.")
 		return
 	}
 	stream := r.URL.Query().Get("stream")
 	if stream != "" && stream != proto.StreamMain && stream != proto.StreamSub {
-		whepErr(w, http.StatusBadRequest, "stream must be main or sub.")
+		whepErr(w, http.StatusBadRequest, proto.CodeBadMessage, "stream must be main or sub.")
 		return
 	}
 	dev, cam := r.PathValue("device"), r.PathValue("camera")
 	s, err := a.cfg.Hub.OpenWHEP(r.Context(), v, dev, cam, stream, string(body))
 	if err != nil {
 		a.log.Info("WHEP refused", "device", dev, "camera", cam, "err", err)
-		whepErr(w, whepStatus(err), hub.Sentence(err))
+		whepRefuse(w, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/sdp")
@@ -98,43 +125,52 @@ func (a *API) whepOffer(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, s.Answer)
 }
 
+// whepStatus maps a refusal to its HTTP status: 401 no valid credentials,
+// 403 valid but not allowed now (revoked, expired, over a cap, another
+// owner's), 404 no such device or camera, 429 rate-limited, 503 offline or
+// the recorder is full, 504 no answer.
 func whepStatus(err error) int {
+	code := hub.CodeOf(err)
 	var pe *hub.PeerError
-	switch {
-	case errors.Is(err, hub.ErrUnauthorized):
+	if errors.As(err, &pe) {
+		code = pe.Code
+	}
+	switch code {
+	case proto.CodeUnauthorized:
 		return http.StatusUnauthorized
-	case errors.Is(err, hub.ErrForbidden):
+	case proto.CodeForbidden, proto.CodeRevoked, proto.CodeExpired, proto.CodeViewerCap:
 		return http.StatusForbidden
-	case errors.Is(err, hub.ErrNotFound):
+	case proto.CodeNotFound:
 		return http.StatusNotFound
-	case errors.Is(err, hub.ErrDeviceOffline):
-		return http.StatusServiceUnavailable
-	case errors.Is(err, hub.ErrTimeout):
-		return http.StatusGatewayTimeout
-	case errors.As(err, &pe):
-		switch pe.Code {
-		case proto.CodeUnauthorized:
-			return http.StatusUnauthorized
-		case proto.CodeForbidden:
-			return http.StatusForbidden
-		case proto.CodeNotFound:
-			return http.StatusNotFound
-		case proto.CodeCodecUnsupported, proto.CodeBadMessage:
-			return http.StatusBadRequest
+	case proto.CodeRateLimited:
+		if errors.As(err, &pe) {
+			// The agent's own limit on viewers: full, not misbehaving.
+			return http.StatusServiceUnavailable
 		}
+		return http.StatusTooManyRequests
+	case proto.CodeDeviceOffline, proto.CodeCameraUnreachable:
+		return http.StatusServiceUnavailable
+	case proto.CodeTimeout:
+		return http.StatusGatewayTimeout
+	case proto.CodeCodecUnsupported, proto.CodeBadMessage:
+		return http.StatusBadRequest
+	}
+	if errors.As(err, &pe) {
 		return http.StatusBadGateway
 	}
 	return http.StatusInternalServerError
 }
 
+// whepDelete ends a WHEP session; only the identity that opened it may.
 func (a *API) whepDelete(w http.ResponseWriter, r *http.Request) {
 	a.whepCORS(w)
-	if _, ok := a.whepViewer(r); !ok {
-		whepErr(w, http.StatusUnauthorized, "A valid bearer token is required.")
+	v, err := a.whepViewer(r)
+	if err != nil {
+		whepRefuse(w, err)
 		return
 	}
-	if err := a.cfg.Hub.CloseWHEP(r.PathValue("device"), r.PathValue("camera"), r.PathValue("session")); err != nil {
-		whepErr(w, http.StatusNotFound, "No such WHEP session.")
+	if err := a.cfg.Hub.CloseWHEP(v, r.PathValue("device"), r.PathValue("camera"), r.PathValue("session")); err != nil {
+		whepErr(w, http.StatusNotFound, proto.CodeNotFound, "No such WHEP session for these credentials.")
 		return
 	}
 	w.WriteHeader(http.StatusOK)
@@ -144,5 +180,5 @@ func (a *API) whepDelete(w http.ResponseWriter, r *http.Request) {
 // agent puts all its candidates in the answer, so say it is not supported.
 func (a *API) whepPatch(w http.ResponseWriter, _ *http.Request) {
 	a.whepCORS(w)
-	whepErr(w, http.StatusMethodNotAllowed, "Trickle ICE over PATCH is not supported; send a complete offer.")
+	whepErr(w, http.StatusMethodNotAllowed, proto.CodeBadMessage, "Trickle ICE over PATCH is not supported; send a complete offer.")
 }

@@ -113,13 +113,21 @@ func (c *OwnerClaims) UserID() int64 {
 
 // SignSession makes an owner session token.
 func SignSession(key ed25519.PrivateKey, u store.User, now time.Time) (string, error) {
+	tok, _, err := NewSession(key, u, now)
+	return tok, err
+}
+
+// NewSession makes an owner session token and returns its ID (jti), which
+// the server records so that signing out ends the session.
+func NewSession(key ed25519.PrivateKey, u store.User, now time.Time) (token, id string, err error) {
 	c := OwnerClaims{Name: u.Name}
 	c.Subject = "user:" + strconv.FormatInt(u.ID, 10)
 	c.Audience = jwt.ClaimStrings{OwnerAudience}
 	c.IssuedAt = jwt.NewNumericDate(now)
 	c.ExpiresAt = jwt.NewNumericDate(now.Add(SessionTTL))
 	c.ID = viewertoken.NewID()
-	return jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(key)
+	token, err = jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(key)
+	return token, c.ID, err
 }
 
 // ParseSession checks an owner session token.

@@ -42,6 +42,14 @@ var (
 	ErrRateLimited = errors.New("too many attempts")
 	// ErrViewerCap means the share's concurrent viewer cap is reached.
 	ErrViewerCap = errors.New("this share's viewer limit is reached")
+	// ErrNotOwner means a share or token was issued under an earlier claim
+	// of the device: it was removed, or has a new owner.
+	ErrNotOwner = errors.New("issued by someone who no longer owns this device")
+	// ErrUnknownToken means a well-signed token whose ID this server has no
+	// record of (deleted, or minted before tokens were recorded).
+	ErrUnknownToken = errors.New("token not on record")
+	// ErrSignedOut means the owner's sign-in session was ended.
+	ErrSignedOut = errors.New("signed out")
 )
 
 // wireErrors gives each hub error its wire code and the sentence a person
@@ -59,6 +67,9 @@ var wireErrors = []struct {
 	{ErrRateLimited, proto.CodeRateLimited, "Too many failed attempts from your network. Wait a minute and try again."},
 	{ErrRevoked, proto.CodeRevoked, "The owner revoked this share. Ask them for a new link."},
 	{ErrViewerCap, proto.CodeViewerCap, "Too many people are watching this link right now. Try again later."},
+	{ErrNotOwner, proto.CodeRevoked, "This link no longer works: the device was removed or has a new owner. Ask its owner for a new link."},
+	{ErrUnknownToken, proto.CodeUnauthorized, "This token is not on record at this server (deleted, or minted by an older version). Ask the owner for a new one."},
+	{ErrSignedOut, proto.CodeUnauthorized, "You were signed out. Sign in again."},
 }
 
 // CodeOf maps a hub error to its wire code.
@@ -114,7 +125,13 @@ type Config struct {
 	AgentTokenTTL time.Duration
 	// AnswerTimeout bounds the wait for a device's answer. Default 15 s.
 	AnswerTimeout time.Duration
-	Logger        *slog.Logger
+	// OfferTimeout ends a session that got no offer this long after it
+	// opened, so opens cannot hold viewer slots. Default 10 s.
+	OfferTimeout time.Duration
+	// UnclaimedTTL is how long a device that never got an owner is kept
+	// after it registered. Default 24 h.
+	UnclaimedTTL time.Duration
+	Logger       *slog.Logger
 }
 
 // Hub routes signaling between devices and viewers.
@@ -122,21 +139,30 @@ type Hub struct {
 	cfg Config
 	log *slog.Logger
 
-	mu sync.Mutex // guards devices and sessions
+	mu sync.Mutex // guards devices, sessions, unused and the device fields marked so
 	// devices holds connected, authenticated devices by ID.
 	devices map[string]*device
 	// sessions holds open sessions by ID.
 	sessions map[string]*session
+	// unused counts sessions that closed without an offer, per audit line,
+	// until the next flush writes one line for each.
+	unused map[unusedKey]int
+}
+
+type unusedKey struct {
+	owner         int64
+	actor, device string
 }
 
 type device struct {
 	id      string
 	conn    *wsconn.Conn
 	cameras []proto.Camera
-	// claimed is closed, once through claimOnce, when the device gets an
-	// owner while connected.
-	claimed   chan struct{}
-	claimOnce sync.Once
+	// owner and claim are what the device was last told (guarded by
+	// Hub.mu); stopClaim ends its claim-code loop while it has an owner.
+	owner     int64
+	claim     string
+	stopClaim context.CancelFunc
 }
 
 // endpoint is the viewer end of a session: a WebSocket viewer or a WHEP
@@ -162,6 +188,18 @@ type session struct {
 	// ownerID and actor are for the audit log: whose device, who watched.
 	ownerID int64
 	actor   string
+	// claim is the device's claim ID when the session opened; the session
+	// ends if the device is removed or claimed again.
+	claim string
+	// who is the identity that opened the session ("token:<jti>" or
+	// "user:<id>"); only it may end the session over WHEP.
+	who string
+	// loginID is the owner's sign-in session; signing out ends this too.
+	loginID string
+	// offered tells whether the viewer sent an offer; noOffer ends the
+	// session if it does not within OfferTimeout.
+	offered bool
+	noOffer *time.Timer
 	// path is how media flows, as the agent reported it.
 	path string
 }
@@ -177,6 +215,12 @@ func New(cfg Config) *Hub {
 	if cfg.AnswerTimeout == 0 {
 		cfg.AnswerTimeout = 15 * time.Second
 	}
+	if cfg.OfferTimeout == 0 {
+		cfg.OfferTimeout = 10 * time.Second
+	}
+	if cfg.UnclaimedTTL == 0 {
+		cfg.UnclaimedTTL = 24 * time.Hour
+	}
 	if cfg.ICEServers == nil {
 		cfg.ICEServers = func() []proto.ICEServer { return nil }
 	}
@@ -184,7 +228,7 @@ func New(cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
-		devices: map[string]*device{}, sessions: map[string]*session{}}
+		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}}
 }
 
 func newID() string {
@@ -239,13 +283,11 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 	}
 	log.Info("device online", "cameras", len(d.cameras))
 
-	claimCtx, stopClaim := context.WithCancel(ctx)
-	defer stopClaim()
-	rec, err := h.cfg.Store.Device(ctx, d.id)
-	if err == nil && rec.OwnerID == 0 {
-		go h.claimLoop(claimCtx, d)
+	h.mu.Lock()
+	if d.claim == "" {
+		h.startClaimLocked(ctx, d)
 	}
-
+	h.mu.Unlock()
 	for {
 		m, err := c.Read()
 		var de *wsconn.DecodeError
@@ -260,6 +302,9 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 	}
 
 	h.mu.Lock()
+	if d.stopClaim != nil {
+		d.stopClaim()
+	}
 	if h.devices[d.id] == d {
 		delete(h.devices, d.id)
 	}
@@ -324,46 +369,46 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 		Time:       time.Now().UTC(),
 		Claimed:    rec.OwnerID != 0,
 		Owner:      rec.OwnerName,
+		OwnerID:    rec.OwnerID,
+		Claim:      rec.ClaimID,
 		ServerKey:  h.cfg.Key.Public().(ed25519.PublicKey),
 		ICEServers: h.cfg.ICEServers(),
 	}); err != nil {
 		return nil, err
 	}
-	return &device{id: hello.DeviceID, conn: c, cameras: hello.Cameras, claimed: make(chan struct{})}, nil
+	return &device{id: hello.DeviceID, conn: c, cameras: hello.Cameras, owner: rec.OwnerID, claim: rec.ClaimID}, nil
 }
 
-// claimLoop keeps a fresh claim code on an unclaimed device's screen, and
-// notices a claim made outside this process (the admin CLI) by looking at the
-// store now and then.
+// startClaimLocked starts the loop that keeps a fresh claim code on an
+// unclaimed device's screen. It only waits on timers: claims made elsewhere
+// (the admin CLI) reach it through WatchStore, one poll for all devices.
+func (h *Hub) startClaimLocked(ctx context.Context, d *device) {
+	if d.stopClaim != nil {
+		d.stopClaim()
+	}
+	cctx, stop := context.WithCancel(ctx)
+	d.stopClaim = stop
+	go h.claimLoop(cctx, d)
+}
+
 func (h *Hub) claimLoop(ctx context.Context, d *device) {
-	poll := time.NewTicker(2 * time.Second)
-	defer poll.Stop()
-	var renew <-chan time.Time
 	for {
-		if renew == nil {
-			code := auth.NewClaimCode()
-			expires := time.Now().Add(h.cfg.ClaimTTL)
-			if err := h.cfg.Store.PutClaimCode(ctx, d.id, code, expires); err != nil {
+		code := auth.NewClaimCode()
+		expires := time.Now().Add(h.cfg.ClaimTTL)
+		if err := h.cfg.Store.PutClaimCode(ctx, d.id, code, expires); err != nil {
+			if ctx.Err() == nil {
 				h.log.Error("claim code", "device", d.id, "err", err)
-				return
 			}
-			link := h.cfg.PublicURL + "/#claim=" + url.QueryEscape(code)
-			if err := d.conn.Send(&proto.ClaimCode{Code: code, Expires: expires.UTC().Truncate(time.Second), URL: link}); err != nil {
-				return
-			}
-			renew = time.After(h.cfg.ClaimTTL - h.cfg.ClaimTTL/10)
+			return
+		}
+		link := h.cfg.PublicURL + "/#claim=" + url.QueryEscape(code)
+		if err := d.conn.Send(&proto.ClaimCode{Code: code, Expires: expires.UTC().Truncate(time.Second), URL: link}); err != nil {
+			return
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-d.claimed:
-			return
-		case <-poll.C:
-			if rec, err := h.cfg.Store.Device(ctx, d.id); err == nil && rec.OwnerID != 0 {
-				h.NotifyClaimed(d.id, rec.OwnerName)
-			}
-		case <-renew:
-			renew = nil
+		case <-time.After(h.cfg.ClaimTTL - h.cfg.ClaimTTL/10):
 		}
 	}
 }
@@ -380,23 +425,68 @@ func (h *Hub) Claim(ctx context.Context, owner store.User, code, name string) (s
 	if err := h.cfg.Store.ClaimDevice(ctx, devID, owner.ID, name); err != nil {
 		return store.Device{}, err
 	}
-	h.NotifyClaimed(devID, owner.Name)
+	rec, err := h.cfg.Store.Device(ctx, devID)
+	if err != nil {
+		return store.Device{}, err
+	}
+	h.Sync(rec)
 	h.log.Info("device claimed", "device", devID, "owner", owner.Name)
 	h.audit(store.AuditEvent{OwnerID: owner.ID, Kind: store.AuditClaim, Actor: owner.Name, Device: devID, Detail: name})
-	return h.cfg.Store.Device(ctx, devID)
+	return rec, nil
 }
 
-// NotifyClaimed tells a connected device that it has an owner now.
-func (h *Hub) NotifyClaimed(devID, owner string) {
+// Sync brings a connected device and its live sessions in line with its
+// stored record after a claim or a removal, made here or by the admin CLI:
+// sessions opened under another claim end at once (their tokens are void),
+// and the device learns its new owner, or that it has none and must show a
+// claim code again.
+func (h *Hub) Sync(rec store.Device) {
 	h.mu.Lock()
-	d := h.devices[devID]
-	h.mu.Unlock()
-	if d != nil {
-		d.claimOnce.Do(func() {
-			close(d.claimed)
-			_ = d.conn.Send(&proto.Claimed{Owner: owner})
-		})
+	var stale []string
+	for id, s := range h.sessions {
+		if s.deviceID == rec.ID && s.claim != rec.ClaimID {
+			stale = append(stale, id)
+		}
 	}
+	d := h.devices[rec.ID]
+	changed := d != nil && d.claim != rec.ClaimID
+	if changed {
+		d.owner, d.claim = rec.OwnerID, rec.ClaimID
+		if rec.ClaimID == "" {
+			h.startClaimLocked(context.Background(), d)
+		} else if d.stopClaim != nil {
+			d.stopClaim()
+			d.stopClaim = nil
+		}
+	}
+	h.mu.Unlock()
+	for _, id := range stale {
+		h.end(id, proto.CodeRevoked, "The owner removed this device or it changed hands; this session's access ended.")
+	}
+	if !changed {
+		return
+	}
+	if rec.ClaimID == "" {
+		_ = d.conn.Send(&proto.Unclaimed{Reason: "removed by its owner"})
+		h.log.Info("device released by its owner", "device", rec.ID, "sessions_ended", len(stale))
+		return
+	}
+	_ = d.conn.Send(&proto.Claimed{Owner: rec.OwnerName, OwnerID: rec.OwnerID, Claim: rec.ClaimID})
+}
+
+// Remove unbinds an owner's device, revokes everything issued for it and ends
+// its live sessions.
+func (h *Hub) Remove(ctx context.Context, owner store.User, devID string) (revoked int, err error) {
+	revoked, err = h.cfg.Store.RemoveDevice(ctx, devID, owner.ID)
+	if err != nil {
+		return 0, err
+	}
+	if rec, err := h.cfg.Store.Device(ctx, devID); err == nil {
+		h.Sync(rec)
+	}
+	h.audit(store.AuditEvent{OwnerID: owner.ID, Kind: store.AuditRemove, Actor: owner.Name, Device: devID,
+		Detail: fmt.Sprintf("%d share(s) and token(s) revoked", revoked)})
+	return revoked, nil
 }
 
 func (h *Hub) fromDevice(d *device, m proto.Message) {
@@ -447,47 +537,110 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 	s.viewer.deliver(m)
 }
 
-// Viewer is who is asking to watch: an owner with a session, or the holder of
-// a viewer token.
+// Viewer is who is asking to watch: an owner with a sign-in session, or the
+// holder of a viewer token. When both are present the token wins: a guest
+// link opened in a browser that is also signed in acts as the guest.
 type Viewer struct {
-	Owner    *store.User
+	Owner *store.User
+	// LoginID is the owner's sign-in session (the session token's jti);
+	// it must still be active at every open and resume.
+	LoginID  string
 	Token    *viewertoken.Claims
 	RawToken string
 }
 
-// authorize checks v may watch camera on devID and returns the token the agent
-// will check.
-func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (string, error) {
+// who names the identity of v for binding sessions to it.
+func (v Viewer) who() string {
+	if v.Token != nil {
+		return "token:" + v.Token.ID
+	}
+	if v.Owner != nil {
+		return fmt.Sprintf("user:%d", v.Owner.ID)
+	}
+	return ""
+}
+
+// grant is what authorize found: the device record, the token the agent
+// will check, and for tokens their record.
+type grant struct {
+	rec    store.Device
+	token  string
+	issued store.Issued
+}
+
+// authorize checks v may watch camera on devID now. Ownership is the
+// boundary: the device must be claimed, and a token must have been issued
+// under its current claim by its current owner and be on record, unrevoked.
+func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (grant, error) {
+	if v.Token != nil {
+		// Scope first: a token for another device is forbidden whether or
+		// not that ID exists.
+		if err := v.Token.Allows(devID, camera, viewertoken.PermLive); err != nil {
+			return grant{}, fmt.Errorf("%w: %w", ErrForbidden, err)
+		}
+	}
 	rec, err := h.cfg.Store.Device(ctx, devID)
 	if errors.Is(err, store.ErrNotFound) {
-		return "", fmt.Errorf("device %s: %w", devID, ErrNotFound)
+		return grant{}, fmt.Errorf("device %s: %w", devID, ErrNotFound)
 	}
 	if err != nil {
-		return "", err
+		return grant{}, err
 	}
 	switch {
 	case v.Token != nil:
-		if err := v.Token.Allows(devID, camera, viewertoken.PermLive); err != nil {
-			return "", fmt.Errorf("%w: %w", ErrForbidden, err)
+		if err := v.Token.IssuedUnder(rec.OwnerID, rec.ClaimID); err != nil {
+			return grant{}, fmt.Errorf("%w: %w", ErrNotOwner, err)
 		}
-		return v.RawToken, nil
+		is, err := h.cfg.Store.IssuedByID(ctx, v.Token.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return grant{}, ErrUnknownToken
+		}
+		if err != nil {
+			return grant{}, err
+		}
+		if is.OwnerID != rec.OwnerID || is.DeviceID != devID {
+			return grant{}, ErrNotOwner
+		}
+		if is.Revoked {
+			return grant{}, ErrRevoked
+		}
+		return grant{rec: rec, token: v.RawToken, issued: is}, nil
 	case v.Owner != nil:
-		if rec.OwnerID != v.Owner.ID {
-			// Same answer as a missing device: IDs are not to be probed.
-			return "", fmt.Errorf("device %s: %w", devID, ErrNotFound)
+		if v.LoginID != "" {
+			if ok, err := h.cfg.Store.LoginActive(ctx, v.LoginID, v.Owner.ID); err != nil {
+				return grant{}, err
+			} else if !ok {
+				return grant{}, ErrSignedOut
+			}
 		}
-		c := viewertoken.Claims{Device: devID, Cameras: []string{camera}, Perms: []string{viewertoken.PermLive}}
+		if rec.OwnerID == 0 || rec.OwnerID != v.Owner.ID {
+			// Same answer as a missing device: IDs are not to be probed.
+			return grant{}, fmt.Errorf("device %s: %w", devID, ErrNotFound)
+		}
+		c := viewertoken.Claims{Device: devID, Cameras: []string{camera}, Perms: []string{viewertoken.PermLive},
+			Owner: rec.OwnerID, Claim: rec.ClaimID}
 		c.Subject = fmt.Sprintf("user:%d", v.Owner.ID)
-		return viewertoken.Sign(h.cfg.Key, c, time.Now(), h.cfg.AgentTokenTTL)
+		tok, err := viewertoken.Sign(h.cfg.Key, c, time.Now(), h.cfg.AgentTokenTTL)
+		return grant{rec: rec, token: tok}, err
 	}
-	return "", ErrUnauthorized
+	return grant{}, ErrUnauthorized
 }
 
 // open checks access and registers a session for viewer.
 func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, ep endpoint) (*session, error) {
-	token, err := h.authorize(ctx, v, devID, camera)
+	g, err := h.authorize(ctx, v, devID, camera)
 	if err != nil {
 		return nil, err
+	}
+	// The store just said who owns the device and under which claim; a
+	// connected agent that has not heard yet (a claim made by the admin
+	// CLI a moment ago) hears it now, before the offer, on the same link.
+	h.mu.Lock()
+	d := h.devices[devID]
+	stale := d != nil && d.claim != g.rec.ClaimID
+	h.mu.Unlock()
+	if stale {
+		h.Sync(g.rec)
 	}
 	var tokenID, actor string
 	var expires time.Time
@@ -496,27 +649,24 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 		actor = v.Owner.Name
 	}
 	if v.Token != nil {
-		tokenID, maxViewers = v.Token.ID, v.Token.MaxViewers
+		tokenID = v.Token.ID
 		expires = v.Token.ExpiresAt.Time
 		actor = "token " + short(tokenID)
-		sh, err := h.cfg.Store.Share(ctx, tokenID)
-		switch {
-		case err == nil && !sh.Revoked.IsZero():
-			return nil, ErrRevoked
-		case err == nil:
+		if g.issued.Share {
 			// The record, not the token, is the authority on the cap.
-			maxViewers = sh.MaxViewers
+			maxViewers = g.issued.MaxViewers
 			actor = "guest share " + short(tokenID)
-			if sh.Label != "" {
-				actor = "guest share “" + sh.Label + "”"
+			if g.issued.Label != "" {
+				actor = "guest share “" + g.issued.Label + "”"
 			}
 			_ = h.cfg.Store.TouchShare(ctx, tokenID)
+		} else {
+			_ = h.cfg.Store.TouchToken(ctx, tokenID)
 		}
 	}
-	rec, _ := h.cfg.Store.Device(ctx, devID)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	d := h.devices[devID]
+	d = h.devices[devID]
 	if d == nil {
 		return nil, fmt.Errorf("device %s: %w", devID, ErrDeviceOffline)
 	}
@@ -533,21 +683,36 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	if stream == "" {
 		stream = proto.StreamMain
 	}
-	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: token,
-		started: time.Now(), tokenID: tokenID, ownerID: rec.OwnerID, actor: actor}
-	go h.audit(store.AuditEvent{OwnerID: s.ownerID, At: s.started, Kind: store.AuditSessionOpen, Actor: actor,
-		Device: devID, Camera: camera, Detail: stream + " stream"})
+	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: g.token,
+		started: time.Now(), tokenID: tokenID, ownerID: g.rec.OwnerID, actor: actor, claim: g.rec.ClaimID,
+		who: v.who(), loginID: v.LoginID}
+	sid := s.id
 	if !expires.IsZero() {
-		sid := s.id
 		s.expiry = time.AfterFunc(time.Until(expires), func() {
 			h.end(sid, proto.CodeExpired, "This share has expired. Ask the owner for a new link.")
 		})
 	}
+	s.noOffer = time.AfterFunc(h.cfg.OfferTimeout, func() {
+		h.end(sid, proto.CodeTimeout, "No offer came within "+h.cfg.OfferTimeout.String()+" of opening the session; open it again.")
+	})
 	h.sessions[s.id] = s
 	return s, nil
 }
 
-// forgetLocked removes a session, stops its expiry timer and logs its end.
+// offeredLocked marks a session as offered: from now it is a viewing session
+// with lines of its own in the audit log.
+func (h *Hub) offeredLocked(s *session) {
+	if s.offered {
+		return
+	}
+	s.offered = true
+	s.noOffer.Stop()
+	go h.audit(store.AuditEvent{OwnerID: s.ownerID, At: s.started, Kind: store.AuditSessionOpen, Actor: s.actor,
+		Device: s.deviceID, Camera: s.camera, Detail: s.stream + " stream"})
+}
+
+// forgetLocked removes a session, stops its timers and logs its end; a
+// session that never got an offer only adds to its actor's aggregated line.
 func (h *Hub) forgetLocked(sid string) {
 	s := h.sessions[sid]
 	if s == nil {
@@ -556,13 +721,35 @@ func (h *Hub) forgetLocked(sid string) {
 	if s.expiry != nil {
 		s.expiry.Stop()
 	}
+	s.noOffer.Stop()
 	delete(h.sessions, sid)
+	if !s.offered {
+		h.unused[unusedKey{owner: s.ownerID, actor: s.actor, device: s.deviceID}]++
+		return
+	}
 	path := s.path
 	if path == "" {
 		path = "never connected"
 	}
 	go h.audit(store.AuditEvent{OwnerID: s.ownerID, Kind: store.AuditSessionClose, Actor: s.actor,
 		Device: s.deviceID, Camera: s.camera, Detail: path, Duration: time.Since(s.started)})
+}
+
+// FlushAudit writes the aggregated audit lines now instead of at the next
+// minute (tests, shutdown).
+func (h *Hub) FlushAudit() { h.flushUnused() }
+
+// flushUnused writes one audit line per actor for the sessions that closed
+// without an offer since the last flush.
+func (h *Hub) flushUnused() {
+	h.mu.Lock()
+	counts := h.unused
+	h.unused = map[unusedKey]int{}
+	h.mu.Unlock()
+	for k, n := range counts {
+		h.audit(store.AuditEvent{OwnerID: k.owner, Kind: store.AuditSessionsUnused, Actor: k.actor, Device: k.device,
+			Detail: fmt.Sprintf("%d session(s) opened and closed without an offer", n)})
+	}
 }
 
 func (h *Hub) audit(e store.AuditEvent) {
@@ -618,31 +805,100 @@ func (h *Hub) end(sid string, code proto.Code, msg string) {
 	s.viewer.deliver(proto.NewError(sid, code, msg))
 }
 
-// WatchRevocations ends live sessions whose share was revoked outside this
-// process (the admin CLI), checking the store every interval until ctx ends.
-func (h *Hub) WatchRevocations(ctx context.Context, interval time.Duration) {
+// WatchStore keeps the hub in line with the store when another process (the
+// admin CLI) changes it: every interval it reads one counter, and only when
+// that moved does it look at live sessions (revoked shares and tokens, ended
+// sign-ins) and connected devices (claimed or removed). It also flushes the
+// aggregated audit lines every minute and deletes devices never claimed
+// within UnclaimedTTL. One loop for the whole hub, however many devices.
+func (h *Hub) WatchStore(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	last, _ := h.cfg.Store.Epoch(ctx)
+	lastFlush, lastExpire := time.Now(), time.Time{}
 	for {
 		select {
 		case <-ctx.Done():
+			h.flushUnused()
 			return
 		case <-t.C:
 		}
-		h.mu.Lock()
-		ids := map[string]bool{}
-		for _, s := range h.sessions {
-			if s.tokenID != "" {
-				ids[s.tokenID] = true
-			}
+		if n, err := h.cfg.Store.Epoch(ctx); err == nil && n != last {
+			last = n
+			h.recheck(ctx)
 		}
-		h.mu.Unlock()
-		for id := range ids {
-			if sh, err := h.cfg.Store.Share(ctx, id); err == nil && !sh.Revoked.IsZero() {
-				h.RevokeToken(id)
+		if time.Since(lastFlush) >= time.Minute {
+			lastFlush = time.Now()
+			h.flushUnused()
+		}
+		if time.Since(lastExpire) >= time.Hour {
+			lastExpire = time.Now()
+			n, err := h.cfg.Store.ExpireUnclaimed(ctx, time.Now().Add(-h.cfg.UnclaimedTTL), h.Online)
+			if err != nil {
+				h.log.Warn("expiring unclaimed devices", "err", err)
+			} else if n > 0 {
+				h.log.Info("deleted devices never claimed", "count", n, "older_than", h.cfg.UnclaimedTTL)
 			}
 		}
 	}
+}
+
+// recheck compares live sessions and connected devices with the store.
+func (h *Hub) recheck(ctx context.Context) {
+	h.mu.Lock()
+	tokens, logins := map[string]bool{}, map[string]bool{}
+	var devs []string
+	for _, s := range h.sessions {
+		if s.tokenID != "" {
+			tokens[s.tokenID] = true
+		}
+		if s.loginID != "" {
+			logins[s.loginID] = true
+		}
+	}
+	for id := range h.devices {
+		devs = append(devs, id)
+	}
+	h.mu.Unlock()
+	if revoked, err := h.cfg.Store.RevokedAmong(ctx, keys(tokens)); err == nil {
+		for _, id := range revoked {
+			h.RevokeToken(id)
+		}
+	}
+	if ended, err := h.cfg.Store.EndedLogins(ctx, keys(logins)); err == nil {
+		for _, id := range ended {
+			h.EndLogin(id)
+		}
+	}
+	recs, _ := h.cfg.Store.Owners(ctx, devs)
+	for _, rec := range recs {
+		h.Sync(rec)
+	}
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// EndLogin ends the live sessions an owner opened with a sign-in session
+// that was signed out.
+func (h *Hub) EndLogin(loginID string) int {
+	h.mu.Lock()
+	var ids []string
+	for id, s := range h.sessions {
+		if s.loginID == loginID {
+			ids = append(ids, id)
+		}
+	}
+	h.mu.Unlock()
+	for _, id := range ids {
+		h.end(id, proto.CodeUnauthorized, "You were signed out. Sign in again to watch.")
+	}
+	return len(ids)
 }
 
 // RevokeToken ends every live session that uses tokenID, at once.
@@ -656,7 +912,7 @@ func (h *Hub) RevokeToken(tokenID string) int {
 	}
 	h.mu.Unlock()
 	for _, id := range ids {
-		h.end(id, proto.CodeRevoked, "The owner revoked this share.")
+		h.end(id, proto.CodeRevoked, "The owner revoked this link.")
 	}
 	return len(ids)
 }
@@ -669,8 +925,13 @@ func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
 	if s != nil && s.viewer == ep {
 		d = h.devices[s.deviceID]
 	}
-	if _, bye := m.(*proto.Bye); bye && s != nil && s.viewer == ep {
-		h.forgetLocked(sid)
+	if s != nil && s.viewer == ep {
+		switch m.(type) {
+		case *proto.Bye:
+			h.forgetLocked(sid)
+		case *proto.Offer:
+			h.offeredLocked(s)
+		}
 	}
 	h.mu.Unlock()
 	if s == nil || s.viewer != ep {

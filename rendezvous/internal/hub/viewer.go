@@ -20,12 +20,24 @@ func (w *wsViewer) deliver(m proto.Message) { _ = w.conn.Send(m) }
 // TokenParser checks a viewer token presented in open.token.
 type TokenParser func(token string) (*viewertoken.Claims, error)
 
-// ServeViewer runs one viewer connection until it ends. v is who the
-// connection's cookie says it is (zero when anonymous); open.token can carry a
-// viewer token instead.
-func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse TokenParser, remote string) {
+// ViewerConn is what the HTTP side knows of a viewer socket.
+type ViewerConn struct {
+	// Viewer is who the connection's cookie says it is (zero when
+	// anonymous); open.token can carry a viewer token instead.
+	Viewer Viewer
+	// Parse checks open.token.
+	Parse TokenParser
+	// AllowOpen spends one open of the viewer's budget (per address, and
+	// per token ID when there is one); ErrRateLimited when it is spent.
+	AllowOpen func(tokenID string) error
+	Remote    string
+}
+
+// ServeViewer runs one viewer connection until it ends.
+func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
+	v, parse := vc.Viewer, vc.Parse
 	ep := &wsViewer{conn: c}
-	log := h.log.With("remote", remote)
+	log := h.log.With("remote", vc.Remote)
 	var mine []string
 	for {
 		m, err := c.Read()
@@ -38,14 +50,14 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse T
 		}
 		switch m := m.(type) {
 		case *proto.Open:
-			s, err := h.openFromViewer(ctx, v, parse, m, ep)
+			s, err := h.openFromViewer(ctx, v, parse, vc.AllowOpen, m, ep)
 			if err != nil {
 				log.Info("open refused", "device", m.Device, "camera", m.Camera, "err", err)
-				c.SendError("", CodeOf(err), Sentence(err))
+				_ = c.Send(&proto.Error{Code: CodeOf(err), Message: Sentence(err), Ref: m.Ref})
 				continue
 			}
 			mine = append(mine, s.id)
-			_ = c.Send(&proto.Session{Session: s.id, ICEServers: h.cfg.ICEServers()})
+			_ = c.Send(&proto.Session{Session: s.id, ICEServers: h.cfg.ICEServers(), Ref: m.Ref})
 		case *proto.Offer:
 			fwd, err := h.offerFor(ep, m.Session, m.SDP, true)
 			if err == nil {
@@ -69,7 +81,7 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, v Viewer, parse T
 	}
 }
 
-func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m *proto.Open, ep endpoint) (*session, error) {
+func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, allow func(string) error, m *proto.Open, ep endpoint) (*session, error) {
 	if m.Token != "" {
 		claims, err := parse(m.Token)
 		if errors.Is(err, ErrRateLimited) {
@@ -79,6 +91,15 @@ func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m
 			return nil, fmt.Errorf("%w: %w", ErrUnauthorized, err)
 		}
 		v = Viewer{Token: claims, RawToken: m.Token}
+	}
+	if allow != nil {
+		id := ""
+		if v.Token != nil {
+			id = v.Token.ID
+		}
+		if err := allow(id); err != nil {
+			return nil, err
+		}
 	}
 	if m.Resume != "" {
 		return h.resume(ctx, v, m, ep)
@@ -90,28 +111,21 @@ func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, m
 // network changed, if the same viewer is still allowed to watch. Anything
 // else is "not found": session IDs are not to be probed.
 func (h *Hub) resume(ctx context.Context, v Viewer, m *proto.Open, ep endpoint) (*session, error) {
-	token, err := h.authorize(ctx, v, m.Device, m.Camera)
+	g, err := h.authorize(ctx, v, m.Device, m.Camera)
 	if err != nil {
 		return nil, err
-	}
-	if v.Token != nil {
-		if sh, err := h.cfg.Store.Share(ctx, v.Token.ID); err == nil && !sh.Revoked.IsZero() {
-			return nil, ErrRevoked
-		}
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.sessions[m.Resume]
-	same := s != nil && s.deviceID == m.Device && s.camera == m.Camera
-	if same && v.Token != nil {
-		same = s.tokenID == v.Token.ID
-	} else if same {
-		same = s.tokenID == "" && v.Owner != nil && s.ownerID == v.Owner.ID
-	}
+	same := s != nil && s.deviceID == m.Device && s.camera == m.Camera && s.claim == g.rec.ClaimID && s.who == v.who()
 	if !same {
 		return nil, fmt.Errorf("session %s: %w", m.Resume, ErrNotFound)
 	}
-	s.viewer, s.token = ep, token
+	s.viewer, s.token = ep, g.token
+	if v.LoginID != "" {
+		s.loginID = v.LoginID
+	}
 	return s, nil
 }
 
@@ -185,13 +199,14 @@ func (h *Hub) OpenWHEP(ctx context.Context, v Viewer, devID, camera, stream, sdp
 	}
 }
 
-// CloseWHEP ends a WHEP session; only the device and camera it was opened for
-// name it.
-func (h *Hub) CloseWHEP(devID, camera, sid string) error {
+// CloseWHEP ends a WHEP session; only the identity that opened it (the same
+// token, or the same owner) may, at the device and camera it was opened for.
+// Anyone else gets "not found", as if the URL were wrong.
+func (h *Hub) CloseWHEP(v Viewer, devID, camera, sid string) error {
 	h.mu.Lock()
 	s := h.sessions[sid]
 	h.mu.Unlock()
-	if s == nil || s.deviceID != devID || s.camera != camera {
+	if s == nil || s.deviceID != devID || s.camera != camera || s.who == "" || s.who != v.who() {
 		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
 	}
 	if _, ok := s.viewer.(*whepViewer); !ok {

@@ -6,8 +6,10 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,7 +38,12 @@ type Store struct {
 	db *sql.DB
 }
 
-const schema = `
+// migrations is the schema, one step per entry; the database's
+// user_version says how many have run. Steps are only ever appended: a
+// released step is never edited. Step 1 is the schema before versioning
+// (IF NOT EXISTS, so databases made then take it without harm).
+var migrations = []string{
+	`
 CREATE TABLE IF NOT EXISTS users (
 	id       INTEGER PRIMARY KEY,
 	name     TEXT NOT NULL UNIQUE,
@@ -89,8 +96,50 @@ CREATE INDEX IF NOT EXISTS audit_owner ON audit(owner_id, at);
 CREATE TABLE IF NOT EXISTS kv (
 	key   TEXT PRIMARY KEY,
 	value BLOB NOT NULL
+);`,
+	// 2: ownership is the boundary. A claim has an ID that every share and
+	// token names; minted tokens and owner sign-ins are recorded so they can
+	// be listed and ended; the audit log keeps security events apart from
+	// viewing sessions; epoch counts changes other processes must notice.
+	`
+ALTER TABLE devices ADD COLUMN claim_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE devices ADD COLUMN claimed_at INTEGER NOT NULL DEFAULT 0;
+UPDATE devices SET claim_id = lower(hex(randomblob(12))), claimed_at = created WHERE owner_id IS NOT NULL;
+UPDATE shares SET revoked = CAST(strftime('%s','now') AS INTEGER) WHERE revoked = 0;
+CREATE TABLE tokens (
+	id         TEXT PRIMARY KEY,  -- the token's jti
+	owner_id   INTEGER NOT NULL REFERENCES users(id),
+	device_id  TEXT NOT NULL,
+	cameras    TEXT NOT NULL,
+	minted_by  TEXT NOT NULL DEFAULT '',
+	created    INTEGER NOT NULL,
+	expires    INTEGER NOT NULL,
+	revoked    INTEGER NOT NULL DEFAULT 0,
+	last_used  INTEGER NOT NULL DEFAULT 0
 );
-`
+CREATE INDEX tokens_device ON tokens(device_id);
+CREATE INDEX shares_device ON shares(device_id);
+CREATE TABLE logins (
+	id       TEXT PRIMARY KEY,   -- the session token's jti
+	user_id  INTEGER NOT NULL REFERENCES users(id),
+	created  INTEGER NOT NULL,
+	expires  INTEGER NOT NULL,
+	revoked  INTEGER NOT NULL DEFAULT 0,
+	remote   TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX logins_user ON logins(user_id);
+ALTER TABLE audit ADD COLUMN category TEXT NOT NULL DEFAULT 'security';
+UPDATE audit SET category = 'sessions' WHERE kind IN ('session_opened', 'session_closed');
+CREATE INDEX audit_owner_category ON audit(owner_id, category, id);
+CREATE TABLE epoch (
+	id INTEGER PRIMARY KEY CHECK (id = 1),
+	n  INTEGER NOT NULL
+);
+INSERT INTO epoch(id, n) VALUES(1, 0);`,
+}
+
+// SchemaVersion is the number of migrations this build knows.
+var SchemaVersion = len(migrations)
 
 // Open opens (creating if needed) the database in dir.
 func Open(dir string) (*Store, error) {
@@ -106,12 +155,68 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	if _, err := db.Exec(schema); err != nil {
+	st := &Store{db: db}
+	if _, err := st.Migrate(context.Background()); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	_ = os.Chmod(path, 0o600)
-	return &Store{db: db}, nil
+	return st, nil
+}
+
+// Migrate applies the migrations the database has not had yet and returns
+// how many it applied. A database newer than this build is refused, so an
+// old binary cannot write into a schema it does not know.
+func (s *Store) Migrate(ctx context.Context) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	var have int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&have); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return 0, fmt.Errorf("migrate: the database is at schema version %d, newer than this build's %d; run a newer rendezvous", have, len(migrations))
+	}
+	for i := have; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return 0, fmt.Errorf("migrate: step %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+		return 0, fmt.Errorf("migrate: %w", err)
+	}
+	return len(migrations) - have, tx.Commit()
+}
+
+// bumpEpoch records, inside tx, that something other processes must notice
+// changed: a claim, a removal, a revocation, a sign-out.
+func bumpEpoch(ctx context.Context, tx *sql.Tx) error {
+	_, err := tx.ExecContext(ctx, `UPDATE epoch SET n = n + 1 WHERE id = 1`)
+	return err
+}
+
+// Epoch is a counter that grows with every change bumpEpoch records; a
+// server polls it (one row) to learn of changes the admin CLI made.
+func (s *Store) Epoch(ctx context.Context) (int64, error) {
+	var n int64
+	err := s.db.QueryRowContext(ctx, `SELECT n FROM epoch WHERE id = 1`).Scan(&n)
+	return n, err
+}
+
+// tx runs f in a transaction and commits it.
+func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // Close closes the database.
@@ -130,18 +235,50 @@ type User struct {
 	PWHash string
 }
 
-// AddUser creates an owner.
+// AddUser creates an owner. Setup links exist only to create the first
+// owner, so every one left is deleted in the same transaction.
 func (s *Store) AddUser(ctx context.Context, name, pwHash string) (User, error) {
-	res, err := s.db.ExecContext(ctx, `INSERT INTO users(name, pw_hash, created) VALUES(?,?,?) ON CONFLICT(name) DO NOTHING`,
-		name, pwHash, time.Now().Unix())
+	var id int64
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `INSERT INTO users(name, pw_hash, created) VALUES(?,?,?) ON CONFLICT(name) DO NOTHING`,
+			name, pwHash, time.Now().Unix())
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrExists
+		}
+		id, _ = res.LastInsertId()
+		_, err = tx.ExecContext(ctx, `DELETE FROM setup_tokens`)
+		return err
+	})
+	if errors.Is(err, ErrExists) {
+		return User{}, fmt.Errorf("store: add user %q: %w", name, ErrExists)
+	}
 	if err != nil {
 		return User{}, fmt.Errorf("store: add user: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return User{}, fmt.Errorf("store: add user %q: %w", name, ErrExists)
-	}
-	id, _ := res.LastInsertId()
 	return User{ID: id, Name: name, PWHash: pwHash}, nil
+}
+
+// SetPassword replaces an owner's password hash and ends every sign-in
+// session of theirs: whoever knew the old password is out.
+func (s *Store) SetPassword(ctx context.Context, userID int64, pwHash string) (ended int, err error) {
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET pw_hash = ? WHERE id = ?`, pwHash, userID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		ended, err = revokeLogins(ctx, tx, userID)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: set password: %w", err)
+	}
+	return ended, nil
 }
 
 // UserByName looks an owner up by name.
@@ -179,8 +316,14 @@ type Device struct {
 	PublicKey []byte
 	OwnerID   int64 // 0 while unclaimed
 	OwnerName string
+	// ClaimID names the current claim: a new random ID each time the device
+	// gets an owner, empty while unclaimed. Every share and viewer token
+	// carries the claim it was issued under and is void under any other.
+	ClaimID   string
+	ClaimedAt time.Time
 	Name      string
 	Cameras   []proto.Camera
+	Created   time.Time
 	LastSeen  time.Time
 }
 
@@ -220,17 +363,20 @@ func (s *Store) TouchDevice(ctx context.Context, id string) error {
 	return err
 }
 
-const deviceCols = `d.id, d.public_key, coalesce(d.owner_id, 0), coalesce(u.name, ''), d.name, d.cameras, d.last_seen`
+const deviceCols = `d.id, d.public_key, coalesce(d.owner_id, 0), coalesce(u.name, ''), d.claim_id, d.claimed_at, d.name, d.cameras, d.created, d.last_seen`
 
 func scanDevice(sc interface{ Scan(...any) error }) (Device, error) {
 	var d Device
 	var cams string
-	var seen int64
-	if err := sc.Scan(&d.ID, &d.PublicKey, &d.OwnerID, &d.OwnerName, &d.Name, &cams, &seen); err != nil {
+	var claimed, created, seen int64
+	if err := sc.Scan(&d.ID, &d.PublicKey, &d.OwnerID, &d.OwnerName, &d.ClaimID, &claimed, &d.Name, &cams, &created, &seen); err != nil {
 		return Device{}, err
 	}
 	_ = json.Unmarshal([]byte(cams), &d.Cameras)
-	d.LastSeen = time.Unix(seen, 0)
+	if claimed != 0 {
+		d.ClaimedAt = time.Unix(claimed, 0)
+	}
+	d.Created, d.LastSeen = time.Unix(created, 0), time.Unix(seen, 0)
 	return d, nil
 }
 
@@ -271,35 +417,129 @@ func (s *Store) Devices(ctx context.Context, ownerID int64) ([]Device, error) {
 	return out, rows.Err()
 }
 
-// ClaimDevice binds an unclaimed device to an owner. A claimed device is never
-// re-bound; the owner has to remove it first.
+// ClaimDevice binds an unclaimed device to an owner under a new claim ID.
+// A claimed device is never re-bound; the owner has to remove it first.
+// Anything still issued for the device under an earlier claim is revoked in
+// the same transaction, so nothing a former owner handed out survives.
 func (s *Store) ClaimDevice(ctx context.Context, deviceID string, ownerID int64, name string) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE devices SET owner_id = ?, name = CASE WHEN ? = '' THEN name ELSE ? END
-		WHERE id = ? AND owner_id IS NULL`, ownerID, name, name, deviceID)
-	if err != nil {
-		return fmt.Errorf("store: claim: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		if _, err := s.Device(ctx, deviceID); err != nil {
+	claimID := newClaimID()
+	now := time.Now().Unix()
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET owner_id = ?, claim_id = ?, claimed_at = ?,
+			name = CASE WHEN ? = '' THEN name ELSE ? END
+			WHERE id = ? AND owner_id IS NULL`, ownerID, claimID, now, name, name, deviceID)
+		if err != nil {
 			return err
 		}
-		return fmt.Errorf("store: claim %s: %w", deviceID, ErrClaimed)
-	}
-	_, err = s.db.ExecContext(ctx, `DELETE FROM claim_codes WHERE device_id = ?`, deviceID)
-	return err
-}
-
-// RemoveDevice unbinds a device from its owner, who may then claim it again or
-// hand it on. The device keeps its key and ID.
-func (s *Store) RemoveDevice(ctx context.Context, deviceID string, ownerID int64) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE devices SET owner_id = NULL WHERE id = ? AND owner_id = ?`, deviceID, ownerID)
+		if n, _ := res.RowsAffected(); n == 0 {
+			var one int
+			if err := tx.QueryRowContext(ctx, `SELECT 1 FROM devices WHERE id = ?`, deviceID).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+				return ErrNotFound
+			}
+			return ErrClaimed
+		}
+		if _, err := revokeIssued(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM claim_codes WHERE device_id = ?`, deviceID); err != nil {
+			return err
+		}
+		return bumpEpoch(ctx, tx)
+	})
 	if err != nil {
-		return fmt.Errorf("store: remove device: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("store: remove device %s: %w", deviceID, ErrNotFound)
+		return fmt.Errorf("store: claim %s: %w", deviceID, err)
 	}
 	return nil
+}
+
+// RemoveDevice unbinds a device from its owner, who may then claim it again
+// or hand it on, and revokes every share and viewer token issued for it. The
+// device keeps its key and ID. It returns how many were revoked.
+func (s *Store) RemoveDevice(ctx context.Context, deviceID string, ownerID int64) (revoked int, err error) {
+	now := time.Now().Unix()
+	err = s.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE devices SET owner_id = NULL, claim_id = '', claimed_at = 0
+			WHERE id = ? AND owner_id = ?`, deviceID, ownerID)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		if revoked, err = revokeIssued(ctx, tx, deviceID, now); err != nil {
+			return err
+		}
+		return bumpEpoch(ctx, tx)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: remove device %s: %w", deviceID, err)
+	}
+	return revoked, nil
+}
+
+// revokeIssued revokes every live share and token of a device.
+func revokeIssued(ctx context.Context, tx *sql.Tx, deviceID string, now int64) (int, error) {
+	n := 0
+	for _, table := range []string{"shares", "tokens"} {
+		res, err := tx.ExecContext(ctx, `UPDATE `+table+` SET revoked = ? WHERE device_id = ? AND revoked = 0`, now, deviceID)
+		if err != nil {
+			return 0, err
+		}
+		k, _ := res.RowsAffected()
+		n += int(k)
+	}
+	return n, nil
+}
+
+func newClaimID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// ExpireUnclaimed deletes devices that registered before cutoff and were
+// never claimed, except those in keep (connected now): a source that
+// registers throwaway keys leaves nothing behind for long.
+func (s *Store) ExpireUnclaimed(ctx context.Context, cutoff time.Time, keep func(id string) bool) (int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM devices WHERE owner_id IS NULL AND created < ?
+		AND NOT EXISTS (SELECT 1 FROM shares WHERE device_id = devices.id)
+		AND NOT EXISTS (SELECT 1 FROM tokens WHERE device_id = devices.id)`, cutoff.Unix())
+	if err != nil {
+		return 0, fmt.Errorf("store: expire unclaimed: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if rows.Scan(&id) == nil && !keep(id) {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	n := 0
+	for _, id := range ids {
+		res, err := s.db.ExecContext(ctx, `DELETE FROM devices WHERE id = ? AND owner_id IS NULL`, id)
+		if err != nil {
+			return n, fmt.Errorf("store: expire unclaimed: %w", err)
+		}
+		k, _ := res.RowsAffected()
+		n += int(k)
+		_, _ = s.db.ExecContext(ctx, `DELETE FROM claim_codes WHERE device_id = ?`, id)
+	}
+	return n, nil
+}
+
+// Owners returns the stored record of each of ids that exists, so a server
+// can compare what its connected devices believe with the truth.
+func (s *Store) Owners(ctx context.Context, ids []string) (map[string]Device, error) {
+	out := map[string]Device{}
+	for _, id := range ids {
+		d, err := s.Device(ctx, id)
+		if err != nil {
+			continue
+		}
+		out[id] = d
+	}
+	return out, nil
 }
 
 // PutClaimCode stores a claim code for a device, replacing its older ones.
@@ -368,163 +608,13 @@ func (s *Store) PutIfAbsent(ctx context.Context, key string, value []byte) ([]by
 	return s.Get(ctx, key)
 }
 
-// Share is a guest link's record; the link itself is a signed token whose
-// jti is ID.
-type Share struct {
-	ID         string
-	OwnerID    int64
-	DeviceID   string
-	Cameras    []string
-	Perms      []string
-	Label      string
-	MaxViewers int
-	Created    time.Time
-	Expires    time.Time
-	Revoked    time.Time // zero while active
-	LastUsed   time.Time // zero if never used
-}
-
-// AddShare records a share.
-func (s *Store) AddShare(ctx context.Context, sh Share) error {
-	cams, _ := json.Marshal(sh.Cameras)
-	perms, _ := json.Marshal(sh.Perms)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO shares(id, owner_id, device_id, cameras, perms, label, max_viewers, created, expires)
-		VALUES(?,?,?,?,?,?,?,?,?)`, sh.ID, sh.OwnerID, sh.DeviceID, string(cams), string(perms), sh.Label, sh.MaxViewers,
-		sh.Created.Unix(), sh.Expires.Unix())
-	if err != nil {
-		return fmt.Errorf("store: add share: %w", err)
-	}
-	return nil
-}
-
-const shareCols = `id, owner_id, device_id, cameras, perms, label, max_viewers, created, expires, revoked, last_used`
-
-func scanShare(sc interface{ Scan(...any) error }) (Share, error) {
-	var sh Share
-	var cams, perms string
-	var created, expires, revoked, used int64
-	if err := sc.Scan(&sh.ID, &sh.OwnerID, &sh.DeviceID, &cams, &perms, &sh.Label, &sh.MaxViewers, &created, &expires, &revoked, &used); err != nil {
-		return Share{}, err
-	}
-	_ = json.Unmarshal([]byte(cams), &sh.Cameras)
-	_ = json.Unmarshal([]byte(perms), &sh.Perms)
-	sh.Created, sh.Expires = time.Unix(created, 0), time.Unix(expires, 0)
-	if revoked != 0 {
-		sh.Revoked = time.Unix(revoked, 0)
-	}
-	if used != 0 {
-		sh.LastUsed = time.Unix(used, 0)
-	}
-	return sh, nil
-}
-
-// Share returns one share.
-func (s *Store) Share(ctx context.Context, id string) (Share, error) {
-	sh, err := scanShare(s.db.QueryRowContext(ctx, `SELECT `+shareCols+` FROM shares WHERE id = ?`, id))
+// SetupTokenValid tells whether a setup token exists and has not expired,
+// without using it.
+func (s *Store) SetupTokenValid(ctx context.Context, token string) (bool, error) {
+	var exp int64
+	err := s.db.QueryRowContext(ctx, `SELECT expires FROM setup_tokens WHERE token_hash = ?`, Hash(token)).Scan(&exp)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Share{}, fmt.Errorf("store: share: %w", ErrNotFound)
+		return false, nil
 	}
-	if err != nil {
-		return Share{}, fmt.Errorf("store: share: %w", err)
-	}
-	return sh, nil
-}
-
-// Shares lists an owner's shares, newest first.
-func (s *Store) Shares(ctx context.Context, ownerID int64) ([]Share, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+shareCols+` FROM shares WHERE owner_id = ? ORDER BY created DESC`, ownerID)
-	if err != nil {
-		return nil, fmt.Errorf("store: shares: %w", err)
-	}
-	defer rows.Close()
-	var out []Share
-	for rows.Next() {
-		sh, err := scanShare(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: shares: %w", err)
-		}
-		out = append(out, sh)
-	}
-	return out, rows.Err()
-}
-
-// RevokeShare marks an owner's share revoked. Revoking twice is not an error.
-func (s *Store) RevokeShare(ctx context.Context, id string, ownerID int64) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE shares SET revoked = CASE WHEN revoked = 0 THEN ? ELSE revoked END
-		WHERE id = ? AND owner_id = ?`, time.Now().Unix(), id, ownerID)
-	if err != nil {
-		return fmt.Errorf("store: revoke share: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return fmt.Errorf("store: revoke share %s: %w", id, ErrNotFound)
-	}
-	return nil
-}
-
-// TouchShare records that a share was used now.
-func (s *Store) TouchShare(ctx context.Context, id string) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE shares SET last_used = ? WHERE id = ?`, time.Now().Unix(), id)
-	return err
-}
-
-// Audit event kinds.
-const (
-	AuditLoginOK      = "login"
-	AuditLoginFailed  = "login_failed"
-	AuditClaim        = "claim"
-	AuditShareCreated = "share_created"
-	AuditShareRevoked = "share_revoked"
-	AuditSessionOpen  = "session_opened"
-	AuditSessionClose = "session_closed"
-)
-
-// AuditEvent is one line of an owner's audit log.
-type AuditEvent struct {
-	OwnerID  int64
-	At       time.Time
-	Kind     string
-	Actor    string // who: a user name, "share:<label or id>", an address
-	Device   string
-	Camera   string
-	Detail   string
-	Duration time.Duration
-}
-
-// AddAudit appends an event. Audit failures are returned, never fatal to the
-// action being audited.
-func (s *Store) AddAudit(ctx context.Context, e AuditEvent) error {
-	var owner any
-	if e.OwnerID != 0 {
-		owner = e.OwnerID
-	}
-	if e.At.IsZero() {
-		e.At = time.Now()
-	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO audit(owner_id, at, kind, actor, device, camera, detail, duration) VALUES(?,?,?,?,?,?,?,?)`,
-		owner, e.At.UnixMilli(), e.Kind, e.Actor, e.Device, e.Camera, e.Detail, e.Duration.Milliseconds())
-	if err != nil {
-		return fmt.Errorf("store: audit: %w", err)
-	}
-	return nil
-}
-
-// Audit returns an owner's newest events, at most limit.
-func (s *Store) Audit(ctx context.Context, ownerID int64, limit int) ([]AuditEvent, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT owner_id, at, kind, actor, device, camera, detail, duration FROM audit
-		WHERE owner_id = ? ORDER BY at DESC, id DESC LIMIT ?`, ownerID, limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: audit: %w", err)
-	}
-	defer rows.Close()
-	var out []AuditEvent
-	for rows.Next() {
-		var e AuditEvent
-		var at, dur int64
-		if err := rows.Scan(&e.OwnerID, &at, &e.Kind, &e.Actor, &e.Device, &e.Camera, &e.Detail, &dur); err != nil {
-			return nil, fmt.Errorf("store: audit: %w", err)
-		}
-		e.At, e.Duration = time.UnixMilli(at), time.Duration(dur)*time.Millisecond
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return err == nil && exp >= time.Now().Unix(), err
 }
