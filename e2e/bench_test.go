@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-
 )
 
 // Time to first frame on a warm stream (the camera is already being pulled),

@@ -119,6 +119,7 @@ func startLab(t testing.TB, cell natCell) *labRun {
 	}
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf(`rendezvous: http://%s:8080
+insecure_rendezvous: true
 state_dir: %s
 webrtc_listen: 0.0.0.0:8189
 port_mapping: %s

@@ -111,17 +111,19 @@ func TestBrowserGuestShareRevoked(t *testing.T) {
 	screenshot(t, ctx, "guest-revoked")
 
 	// The owner's audit log tells the story.
-	var events []struct {
-		Kind       string `json:"kind"`
-		Actor      string `json:"actor"`
-		Camera     string `json:"camera"`
-		Detail     string `json:"detail"`
-		DurationMS int64  `json:"duration_ms"`
+	var page struct {
+		Events []struct {
+			Kind       string `json:"kind"`
+			Actor      string `json:"actor"`
+			Camera     string `json:"camera"`
+			Detail     string `json:"detail"`
+			DurationMS int64  `json:"duration_ms"`
+		} `json:"events"`
 	}
 	waitFor(t, 5*time.Second, "audit log of the guest session", func() bool {
-		owner.call("GET", "/api/audit", nil, &events)
+		owner.call("GET", "/api/audit", nil, &page)
 		kinds := map[string]bool{}
-		for _, e := range events {
+		for _, e := range page.Events {
 			if e.Kind == "session_closed" && (e.DurationMS <= 0 || e.Camera != "2" || e.Actor != "guest share “plumber”" ||
 				!strings.HasPrefix(e.Detail, "direct (")) {
 				t.Fatalf("closed session in the audit log: %+v", e)

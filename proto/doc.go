@@ -24,11 +24,14 @@
 //	  |<-- challenge{nonce}          |  32 random bytes, one use
 //	  | auth{signature}           -->|  Ed25519 over AuthPayload(nonce, device_id)
 //	  |<-- welcome{claimed,owner,    |
+//	  |     owner_id,claim,          |
 //	  |     server_key,ice_servers,  |
 //	  |     time}                    |
 //	  |<-- claim_code{code,expires,  |  only while unclaimed; renewed before expiry
 //	  |     url}                     |
-//	  |<-- claimed{owner}            |  when the owner enters the code
+//	  |<-- claimed{owner,owner_id,   |  when the owner enters the code
+//	  |     claim}                   |
+//	  |<-- unclaimed{reason}         |  when the owner removes the device
 //
 // A device ID is the first 16 bytes of SHA-256 of the Ed25519 public key,
 // lower-case base32 without padding (26 characters): random and not
@@ -36,13 +39,28 @@
 // server_key is the rendezvous's Ed25519 token-signing key; the agent pins it
 // when first claimed and checks every viewer token against it. time is the
 // rendezvous's clock (RFC 3339); a recorder whose clock reset at boot checks
-// token expiry against it rather than its own.
+// token expiry against it rather than its own, but only believes a time after
+// its own build and within the validity of the TLS certificate the rendezvous
+// presented, so whoever speaks for the rendezvous cannot wind the clock back
+// to replay expired tokens.
+//
+// # Ownership
+//
+// Ownership is the boundary. Each time a device gets an owner the rendezvous
+// gives the claim a new random ID (welcome.claim, claimed.claim) and names the
+// owner's user ID (owner_id). Every viewer token carries the owner and claim
+// it was issued under (JWT claims "own" and "clm"); the rendezvous and the
+// agent both refuse a token whose own/clm differ from the device's current
+// ones, so removing a device (unclaimed), or its claim by someone else, voids
+// every share and token issued before, and the agent ends the sessions they
+// opened at once. While a device has no owner no session opens on it.
 //
 // # Viewer flow
 //
 //	viewer             rendezvous                 agent
-//	  | open{device,camera,stream,token?} -->|            |
-//	  |<-- session{session,ice_servers}      |            |
+//	  | open{device,camera,stream?,token?,   |            |
+//	  |      resume?,ref?}                -->|            |
+//	  |<-- session{session,ice_servers,ref}  |            |
 //	  | offer{session,sdp}                -->| offer{session,camera,stream,sdp,token,trickle,   |
 //	  |                                      |       ice_servers} -->|
 //	  |<-- answer{session,sdp}               |<-- answer{session,sdp}                           |
@@ -53,13 +71,47 @@
 // it uses with path{session,relayed,local,remote}; the rendezvous keeps it for
 // the owner's audit log and does not forward it.
 //
-// The viewer authenticates with the session cookie of a logged-in owner, or
-// with a viewer token in open.token. The rendezvous checks the viewer may see
+// Field names, exactly as on the wire: open{device, camera, stream, token,
+// resume, ref}; session{session, ice_servers, ref}; offer{session, sdp} from
+// the viewer (the rendezvous adds camera, stream, token, trickle and
+// ice_servers for the agent); answer{session, sdp}; candidate{session,
+// candidate, sdp_mid, sdp_mline_index} with candidate the "candidate:…"
+// attribute of RTCIceCandidate.candidate, sdp_mid its sdpMid and
+// sdp_mline_index its sdpMLineIndex; bye{session, reason}; error{session,
+// code, message, ref}. ice_servers is a list of {urls, username?,
+// credential?}, as RTCIceServer.
+//
+// One socket may carry several sessions at once (a grid of cameras opens
+// one per tile): every message after open names its session. Opens are
+// answered in order, but to match a refusal to its open without relying on
+// that, put a label of your choosing (up to 64 bytes) in open.ref: the
+// session or the error that answers the open carries the same ref. An error
+// about a live session carries its session instead.
+//
+// Either side may end a session with bye; a bye is never answered, and the
+// session ID is dead once it is sent or received. The agent sends bye when
+// the peer connection fails or does not connect within 10 s of the answer;
+// the rendezvous sends an error (revoked, expired, unauthorized,
+// device_offline, timeout) when it ends one. A session that sends no offer
+// within 10 s of its session message is ended with error timeout.
+//
+// Keepalive: the server sends a WebSocket ping every 15 s and closes a
+// socket from which it has had no pong for 45 s (browsers answer pings by
+// themselves). There is no other idle timeout; a socket without sessions may
+// stay open.
+//
+// The viewer authenticates with the session cookie of a logged-in owner (or
+// Authorization: Bearer with the owner's session token on the upgrade), or
+// with a viewer token in open.token. When both are present, open.token
+// wins: a guest link opened in a browser that is also signed in acts as the
+// guest. An owner's sign-in must still be active at each open and resume:
+// signing out ends the sessions it opened. The rendezvous checks the viewer may see
 // the camera, mints a short-lived viewer token scoped to that device and camera
 // and passes it to the agent inside offer.token; the agent verifies it again
 // against the pinned key before answering. The viewer's offer is recvonly; the
-// agent answers with one video track (and one audio track when the camera has
-// G.711 audio). An empty candidate string means end of candidates. The agent
+// agent answers with one video track, and one audio track only when the
+// camera has G.711 audio and the offer has an audio section: a viewer that
+// wants sound must offer audio (a recvonly audio transceiver). An empty candidate string means end of candidates. The agent
 // sends a session's candidates only after its answer, so a viewer never has
 // to hold them; a viewer may trickle its own before the answer, and the agent
 // holds those (up to 32 per session) until it has answered. trickle=false
@@ -109,10 +161,21 @@
 //	expired             the viewer token expired; live sessions end with it
 //	viewer_cap          the share's cap on concurrent viewers is reached
 //
+// A token for another device is forbidden, whether or not that device exists;
+// a token issued under an earlier claim of the device (before it was removed
+// or changed hands) is revoked; a well-signed token that is not on record at
+// the rendezvous is unauthorized. rate_limited also answers an open past the
+// per-address or per-token budget (a burst of 20, then one a second), and
+// an agent that serves its max_viewers (it keeps one slot for the owner).
+//
 // # Version history
 //
 //	1  2026-11  first version: device auth and claiming, viewer sessions with
 //	            trickle ICE, WHEP forwarding (trickle=false); error codes revoked,
 //	            expired and viewer_cap for guest shares, the path message,
-//	            welcome.time and offer.ice_servers, open.resume (additions only).
+//	            welcome.time and offer.ice_servers, open.resume (additions only);
+//	            2026-12: welcome.owner_id and welcome.claim, claimed.owner_id and
+//	            claimed.claim, the unclaimed message, open.ref echoed in
+//	            session.ref and error.ref; viewer tokens carry own and clm
+//	            (additions; tokens without them are refused).
 package proto

@@ -17,6 +17,16 @@ if [ "$HOST" = "0.0.0.0" ]; then
   PUBLIC_HOST="${PUBLIC_HOST:-127.0.0.1}"
 fi
 URL="http://$PUBLIC_HOST:$HTTP_PORT"
+# The agent runs on this machine: it reaches the rendezvous over loopback,
+# where plain http is allowed (anywhere else it wants https).
+AGENT_HOST="$HOST"
+if [ "$HOST" = "0.0.0.0" ]; then AGENT_HOST=127.0.0.1; fi
+AGENT_URL="http://$AGENT_HOST:$HTTP_PORT"
+INSECURE=""
+case "$AGENT_HOST" in
+  127.*|localhost) ;;
+  *) INSECURE="insecure_rendezvous: true   # a LAN demo over plain http; use https for real" ;;
+esac
 
 pids=()
 stop() {
@@ -41,7 +51,8 @@ for _ in $(seq 1 50); do
 done
 
 cat >"$DATA/agent.yaml" <<YAML
-rendezvous: $URL
+rendezvous: $AGENT_URL
+$INSECURE
 state_dir: $DATA/agent-state
 webrtc_listen: $HOST:8189
 nvr:

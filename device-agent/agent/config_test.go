@@ -23,6 +23,10 @@ func TestValidate(t *testing.T) {
 		{"valid", func(*Config) {}, ""},
 		{"no rendezvous", func(c *Config) { c.Rendezvous = "" }, "rendezvous: missing URL"},
 		{"rendezvous not http", func(c *Config) { c.Rendezvous = "ftp://x" }, "rendezvous:"},
+		{"plain http to a LAN rendezvous", func(c *Config) { c.Rendezvous = "http://192.168.1.5:8080" }, "insecure_rendezvous: true"},
+		{"plain http to a public rendezvous", func(c *Config) { c.Rendezvous = "http://rv.example.net" }, "use https://"},
+		{"plain http to loopback", func(c *Config) { c.Rendezvous = "http://127.0.0.1:8080" }, ""},
+		{"plain http to a lab, allowed", func(c *Config) { c.Rendezvous = "http://10.0.0.2:8080"; c.InsecureRendezvous = true }, ""},
 		{"camera url without scheme", func(c *Config) { c.Cameras[0].URL = "192.168.1.64/live" }, "cameras[0].url: missing scheme"},
 		{"camera url wrong scheme", func(c *Config) { c.Cameras[0].URL = "http://cam/live" }, `cameras[0].url: scheme "http"`},
 		{"third camera bad", func(c *Config) {

@@ -93,3 +93,30 @@ func TestAgentChecksTokensItself(t *testing.T) {
 		t.Fatal("token from a different rendezvous key accepted after the pin")
 	}
 }
+
+// The rendezvous's time is believed only within what can be true: never
+// before the agent's build (a replayed or forged welcome cannot wind the
+// clock back to make expired tokens valid again).
+func TestAgentBoundsRendezvousTime(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rendezvous = "http://127.0.0.1:1"
+	cfg.StateDir = t.TempDir()
+	cfg.WebRTCListen = "127.0.0.1:0"
+	cfg.Cameras = []CameraConfig{{URL: "rtsp://127.0.0.1:1/a"}}
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.udp.Close()
+	pub, _, _ := ed25519.GenerateKey(nil)
+	before := a.clock.Now()
+	a.onWelcome(&proto.Welcome{ServerKey: pub, Time: a.clock.Floor().Add(-365 * 24 * time.Hour)})
+	if got := a.clock.Now(); got.Sub(before).Abs() > time.Minute {
+		t.Fatalf("a welcome a year before the build moved the clock to %s", got)
+	}
+	ahead := time.Now().Add(2 * time.Hour)
+	a.onWelcome(&proto.Welcome{ServerKey: pub, Time: ahead})
+	if got := a.clock.Now(); got.Sub(ahead).Abs() > time.Minute {
+		t.Fatalf("a plausible rendezvous time was not taken: clock %s, want about %s", got, ahead)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/peercam/peercam/rendezvous/internal/auth"
@@ -104,7 +105,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			err = auth.CheckPassword(u.PWHash, c.Password)
 		} else {
 			// Spend the same time as a real check so names cannot be probed.
-			_ = auth.CheckPassword(dummyHash, c.Password)
+			_ = auth.CheckPassword(dummyHash(), c.Password)
 		}
 	})
 	if herr != nil {
@@ -128,7 +129,12 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	a.startSession(w, r, u)
 }
 
-var dummyHash, _ = auth.HashPassword("not-a-real-password")
+// dummyHash is checked for names that do not exist; made on first use, not
+// at start, so an idle server does not hold a hash's 64 MiB.
+var dummyHash = sync.OnceValue(func() string {
+	h, _ := auth.HashPassword("not-a-real-password")
+	return h
+})
 
 // logout ends the caller's sign-in session on the server and clears the
 // cookie. Without a valid session it only clears the cookie.

@@ -529,17 +529,32 @@ func (s *Store) ExpireUnclaimed(ctx context.Context, cutoff time.Time, keep func
 }
 
 // Owners returns the stored record of each of ids that exists, so a server
-// can compare what its connected devices believe with the truth.
+// can compare what its connected devices believe with the truth. It reads
+// the table once, however many devices are connected.
 func (s *Store) Owners(ctx context.Context, ids []string) (map[string]Device, error) {
-	out := map[string]Device{}
+	want := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		d, err := s.Device(ctx, id)
-		if err != nil {
-			continue
-		}
-		out[id] = d
+		want[id] = true
 	}
-	return out, nil
+	out := map[string]Device{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices d LEFT JOIN users u ON u.id = d.owner_id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: owners: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		d, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: owners: %w", err)
+		}
+		if want[d.ID] {
+			out[d.ID] = d
+		}
+	}
+	return out, rows.Err()
 }
 
 // PutClaimCode stores a claim code for a device, replacing its older ones.
