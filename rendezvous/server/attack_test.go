@@ -737,3 +737,21 @@ func TestAttackWHEPDeleteOtherIdentity(t *testing.T) {
 		t.Fatalf("DELETE with the opening token: %d %s", resp.StatusCode, body)
 	}
 }
+
+// A removal made with the admin CLI while the server runs ends the live
+// sessions within 2 s too, and the device learns it has no owner.
+func TestAttackRemoveFromCLIEndsSessions(t *testing.T) {
+	s := start(t)
+	d := onlineDevice(t, s)
+	_, v, sess := watchShare(t, s, d)
+	start := time.Now()
+	if n, err := RemoveDevice(context.Background(), s.dir, "alice", d.id); err != nil || n != 1 {
+		t.Fatalf("device remove: %d %v", n, err)
+	}
+	recvUntil(t, d.ws, "bye", func(m proto.Message) bool { b, ok := m.(*proto.Bye); return ok && b.Session == sess.Session })
+	wantError(t, recv(t, v), proto.CodeRevoked)
+	recvUntil(t, d.ws, "unclaimed notice", func(m proto.Message) bool { _, ok := m.(*proto.Unclaimed); return ok })
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("CLI removal took %v to end the session, want under 2 s", el)
+	}
+}

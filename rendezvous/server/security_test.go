@@ -196,16 +196,7 @@ func TestSecuritySuite(t *testing.T) {
 func TestRevokeFromCLIEndsLiveSession(t *testing.T) {
 	s := start(t)
 	d := onlineDevice(t, s)
-	sh, err := CreateShare(context.Background(), s.dir, s.URL(), "alice", api.ShareRequest{Device: d.id, Cameras: []string{"1"}, TTLSeconds: 3600})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := dial(t, s, "/ws/viewer", nil)
-	send(t, v, &proto.Open{Device: d.id, Camera: "1", Token: sh.Token})
-	sess, ok := recv(t, v).(*proto.Session)
-	if !ok {
-		t.Fatal("no session")
-	}
+	sh, v, sess := watchShare(t, s, d)
 	start := time.Now()
 	if err := RevokeShare(context.Background(), s.dir, "alice", sh.ID); err != nil {
 		t.Fatal(err)
@@ -300,4 +291,20 @@ func TestViewerSocketRefusesForeignOrigin(t *testing.T) {
 		t.Fatalf("own Origin refused: %v", err)
 	}
 	ws.Close()
+}
+
+// watchShare opens a session on camera 1 of d with a new share of alice's.
+func watchShare(t *testing.T, s *testServer, d *device) (api.NewShare, *websocket.Conn, *proto.Session) {
+	t.Helper()
+	sh, err := CreateShare(context.Background(), s.dir, s.URL(), "alice", api.ShareRequest{Device: d.id, Cameras: []string{"1"}, TTLSeconds: 3600})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := dial(t, s, "/ws/viewer", nil)
+	send(t, v, &proto.Open{Device: d.id, Camera: "1", Token: sh.Token})
+	sess, ok := recv(t, v).(*proto.Session)
+	if !ok {
+		t.Fatal("no session")
+	}
+	return sh, v, sess
 }

@@ -12,7 +12,7 @@ export const advice = {
   unauthorized: ['Session refused', 'Sign in again, or ask the owner for a new link.'],
   forbidden: ['Session refused', 'Your access does not include this camera.'],
   not_found: ['Camera not found', 'It may have been removed from the recorder.'],
-  rate_limited: ['Too many viewers', 'The recorder is at its viewer limit. Try again in a minute.'],
+  rate_limited: ['Please wait a moment', 'Too many viewers or attempts right now. Try again in a minute.'],
   timeout: ['The recorder did not answer', 'It may be busy or on a slow link. Try again.'],
   connection_failed: ['Could not connect to the recorder', 'The networks on both ends block a direct connection. Try Wi-Fi instead of mobile data, or the other way round; the server operator can add a TURN relay for such networks.'],
   ended: ['The session ended', 'Tap retry to watch again.'],

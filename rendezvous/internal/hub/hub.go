@@ -64,7 +64,7 @@ var wireErrors = []struct {
 	{ErrForbidden, proto.CodeForbidden, "Your access does not include this camera."},
 	{ErrUnauthorized, proto.CodeUnauthorized, "Sign in again, or ask the owner for a new link."},
 	{ErrTimeout, proto.CodeTimeout, "The device did not answer in time. Try again."},
-	{ErrRateLimited, proto.CodeRateLimited, "Too many failed attempts from your network. Wait a minute and try again."},
+	{ErrRateLimited, proto.CodeRateLimited, "Too many attempts from your network or with this link. Wait a minute and try again."},
 	{ErrRevoked, proto.CodeRevoked, "The owner revoked this share. Ask them for a new link."},
 	{ErrViewerCap, proto.CodeViewerCap, "Too many people are watching this link right now. Try again later."},
 	{ErrNotOwner, proto.CodeRevoked, "This link no longer works: the device was removed or has a new owner. Ask its owner for a new link."},
@@ -441,13 +441,9 @@ func (h *Hub) Claim(ctx context.Context, owner store.User, code, name string) (s
 // and the device learns its new owner, or that it has none and must show a
 // claim code again.
 func (h *Hub) Sync(rec store.Device) {
+	ended := h.endWhere(func(s *session) bool { return s.deviceID == rec.ID && s.claim != rec.ClaimID },
+		proto.CodeRevoked, "The owner removed this device or it changed hands; this session's access ended.")
 	h.mu.Lock()
-	var stale []string
-	for id, s := range h.sessions {
-		if s.deviceID == rec.ID && s.claim != rec.ClaimID {
-			stale = append(stale, id)
-		}
-	}
 	d := h.devices[rec.ID]
 	changed := d != nil && d.claim != rec.ClaimID
 	if changed {
@@ -460,15 +456,12 @@ func (h *Hub) Sync(rec store.Device) {
 		}
 	}
 	h.mu.Unlock()
-	for _, id := range stale {
-		h.end(id, proto.CodeRevoked, "The owner removed this device or it changed hands; this session's access ended.")
-	}
 	if !changed {
 		return
 	}
 	if rec.ClaimID == "" {
 		_ = d.conn.Send(&proto.Unclaimed{Reason: "removed by its owner"})
-		h.log.Info("device released by its owner", "device", rec.ID, "sessions_ended", len(stale))
+		h.log.Info("device released by its owner", "device", rec.ID, "sessions_ended", ended)
 		return
 	}
 	_ = d.conn.Send(&proto.Claimed{Owner: rec.OwnerName, OwnerID: rec.OwnerID, Claim: rec.ClaimID})
@@ -887,32 +880,27 @@ func keys(m map[string]bool) []string {
 // EndLogin ends the live sessions an owner opened with a sign-in session
 // that was signed out.
 func (h *Hub) EndLogin(loginID string) int {
-	h.mu.Lock()
-	var ids []string
-	for id, s := range h.sessions {
-		if s.loginID == loginID {
-			ids = append(ids, id)
-		}
-	}
-	h.mu.Unlock()
-	for _, id := range ids {
-		h.end(id, proto.CodeUnauthorized, "You were signed out. Sign in again to watch.")
-	}
-	return len(ids)
+	return h.endWhere(func(s *session) bool { return s.loginID == loginID },
+		proto.CodeUnauthorized, "You were signed out. Sign in again to watch.")
 }
 
 // RevokeToken ends every live session that uses tokenID, at once.
 func (h *Hub) RevokeToken(tokenID string) int {
+	return h.endWhere(func(s *session) bool { return s.tokenID == tokenID }, proto.CodeRevoked, "The owner revoked this link.")
+}
+
+// endWhere ends every live session match accepts and returns how many.
+func (h *Hub) endWhere(match func(*session) bool, code proto.Code, msg string) int {
 	h.mu.Lock()
 	var ids []string
 	for id, s := range h.sessions {
-		if s.tokenID == tokenID {
+		if match(s) {
 			ids = append(ids, id)
 		}
 	}
 	h.mu.Unlock()
 	for _, id := range ids {
-		h.end(id, proto.CodeRevoked, "The owner revoked this link.")
+		h.end(id, code, msg)
 	}
 	return len(ids)
 }
