@@ -234,18 +234,8 @@ func (a *Agent) setClaim(owner int64, claim string) int {
 // whoever speaks for the rendezvous replay expired tokens.
 func (a *Agent) learnTime(t time.Time) {
 	sys := a.clock.System()
-	lo, hi := a.clock.Floor(), time.Time{}
-	if nb, na, ok := a.link.CertValidity(); ok {
-		if nb.After(lo) {
-			lo = nb
-		}
-		hi = na
-	}
-	if t.Before(lo) || (!hi.IsZero() && t.After(hi)) {
-		window := "after " + lo.UTC().Format(time.RFC3339)
-		if !hi.IsZero() {
-			window = "between " + lo.UTC().Format(time.RFC3339) + " and " + hi.UTC().Format(time.RFC3339)
-		}
+	nb, na, _ := a.link.CertValidity()
+	if ok, window := plausibleTime(t, a.clock.Floor(), nb, na); !ok {
 		a.log.Warn("ignoring the rendezvous's time: it is outside what can be true (before this build, or outside its certificate's validity)",
 			"rendezvous_clock", t.UTC().Format(time.RFC3339), "plausible", window)
 		return
@@ -257,6 +247,21 @@ func (a *Agent) learnTime(t time.Time) {
 	} else {
 		a.log.Debug("clock offset to the rendezvous", "offset", skew.Round(time.Millisecond))
 	}
+}
+
+// plausibleTime tells whether t can be the true time: not before floor (the
+// build) and, when the link has a certificate (notAfter not zero), within
+// its validity. window says what would have been plausible.
+func plausibleTime(t, floor, notBefore, notAfter time.Time) (ok bool, window string) {
+	lo, hi := floor, notAfter
+	if !hi.IsZero() && notBefore.After(lo) {
+		lo = notBefore
+	}
+	window = "after " + lo.UTC().Format(time.RFC3339)
+	if !hi.IsZero() {
+		window = "between " + lo.UTC().Format(time.RFC3339) + " and " + hi.UTC().Format(time.RFC3339)
+	}
+	return !t.Before(lo) && (hi.IsZero() || !t.After(hi)), window
 }
 
 func (a *Agent) onClaimCode(c *proto.ClaimCode) {

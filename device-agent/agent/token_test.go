@@ -120,3 +120,27 @@ func TestAgentBoundsRendezvousTime(t *testing.T) {
 		t.Fatalf("a plausible rendezvous time was not taken: clock %s, want about %s", got, ahead)
 	}
 }
+
+func TestPlausibleTime(t *testing.T) {
+	floor := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	nb, na := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name   string
+		t      time.Time
+		nb, na time.Time
+		ok     bool
+	}{
+		{"within the certificate, after the build", time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC), nb, na, true},
+		{"before the build, though within the certificate", time.Date(2026, 10, 15, 0, 0, 0, 0, time.UTC), nb, na, false},
+		{"after the certificate expired", time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC), nb, na, false},
+		{"before a certificate issued after the build", time.Date(2026, 11, 10, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC), na, false},
+		{"plain http: only the build bounds it", time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, time.Time{}, true},
+		{"plain http, before the build", time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Time{}, time.Time{}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if ok, window := plausibleTime(tt.t, floor, tt.nb, tt.na); ok != tt.ok {
+				t.Fatalf("plausibleTime(%s) = %v (plausible %s), want %v", tt.t, ok, window, tt.ok)
+			}
+		})
+	}
+}

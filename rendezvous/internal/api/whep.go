@@ -43,15 +43,17 @@ func (a *API) whepViewer(r *http.Request) (hub.Viewer, error) {
 	if tok == "" {
 		return hub.Viewer{}, hub.ErrUnauthorized
 	}
+	// An owner's own login token first: it is not a viewer token, and must
+	// not spend the address's budget for bad ones.
+	if si, err := a.ownerFrom(r); err == nil {
+		return hub.Viewer{Owner: &si.user, LoginID: si.loginID}, nil
+	}
 	claims, err := a.checkToken(addrKey(a.clientIP(r)), tok)
 	if err == nil {
 		return hub.Viewer{Token: claims, RawToken: tok}, nil
 	}
 	if errors.Is(err, hub.ErrRateLimited) {
 		return hub.Viewer{}, err
-	}
-	if si, err := a.ownerFrom(r); err == nil {
-		return hub.Viewer{Owner: &si.user, LoginID: si.loginID}, nil
 	}
 	return hub.Viewer{}, hub.ErrUnauthorized
 }
