@@ -25,17 +25,12 @@ func main() {
 	flag.BoolVar(&cfg.Audio, "audio", cfg.Audio, "send a G.711 µ-law tone with every stream")
 	flag.IntVar(&cfg.MainKbps, "main-kbps", 0, "pad main streams to this constant bitrate in kbit/s with filler data, as a camera in CBR mode (0: the clips' own)")
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
+	h265 := flag.String("h265", "", "comma-separated channels whose main stream is H.265 Main, with an H.264 sub stream (most NVRs' default)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	for _, f := range strings.FieldsFunc(*bframes, func(r rune) bool { return r == ',' }) {
-		ch, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "firmware-sim: -bframes: %q is not a channel number\n", f)
-			os.Exit(2)
-		}
-		cfg.BFrameChannels = append(cfg.BFrameChannels, ch)
-	}
+	cfg.BFrameChannels = channelList("bframes", *bframes)
+	cfg.H265Channels = channelList("h265", *h265)
 	cfg.Logger = log
 
 	srv, err := nvr.Start(cfg)
@@ -50,4 +45,19 @@ func main() {
 	go func() { _ = srv.Wait(); stop() }()
 	<-ctx.Done()
 	srv.Close()
+}
+
+// channelList parses a flag's comma-separated channel numbers, or exits
+// naming the flag.
+func channelList(name, v string) []int {
+	var out []int
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' }) {
+		ch, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "firmware-sim: -%s: %q is not a channel number\n", name, f)
+			os.Exit(2)
+		}
+		out = append(out, ch)
+	}
+	return out
 }

@@ -1,4 +1,4 @@
-// Package camera makes the media a simulated camera sends: looping H.264 clips
+// Package camera makes the media a simulated camera sends: looping H.264 or H.265 clips
 // embedded in the binary, paced in real time with continuous RTP timestamps and
 // sequence numbers, and a G.711 µ-law tone. It knows nothing about RTSP; the nvr
 // package serves what it makes.
@@ -16,9 +16,10 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/peercam/peercam/internal/media/h264"
+	"github.com/peercam/peercam/internal/media/h265"
 )
 
-//go:embed clips/*.h264
+//go:embed clips/*.h264 clips/*.h265
 var clipFS embed.FS
 
 // ClipChannels is how many channels have their own clip; higher channels reuse
@@ -31,13 +32,22 @@ const (
 	Sub  = "sub"
 )
 
-// Clip is a decoded H.264 clip ready to loop.
+// Video codecs a clip can have.
+const (
+	H264 = "H264"
+	H265 = "H265"
+)
+
+// Clip is a decoded clip ready to loop.
 type Clip struct {
-	Name          string
+	Name string
+	// Codec is H264 or H265.
+	Codec         string
 	AUs           [][][]byte
 	FPS           int
 	Width, Height int
-	SPS, PPS      []byte
+	// VPS is H.265's only.
+	VPS, SPS, PPS []byte
 }
 
 // LoadClip returns the clip for a channel's main or sub stream.
@@ -53,6 +63,34 @@ func LoadClip(channel int, stream string) (*Clip, error) {
 	}
 	name := fmt.Sprintf("ch%d-%s.h264", (channel-1)%ClipChannels+1, stream)
 	return loadClip(name, fps)
+}
+
+// LoadH265Clip returns a channel's main stream in H.265 Main, as most NVRs
+// since about 2018 send by default.
+func LoadH265Clip(channel int) (*Clip, error) {
+	if channel < 1 {
+		return nil, fmt.Errorf("camera: channel %d: channels start at 1", channel)
+	}
+	name := fmt.Sprintf("ch%d-main.h265", (channel-1)%ClipChannels+1)
+	raw, err := clipFS.ReadFile("clips/" + name)
+	if err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	aus, err := h265.SplitAccessUnits(raw)
+	if err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	if len(aus) == 0 || !h265.IsKeyframe(aus[0]) {
+		return nil, fmt.Errorf("camera: clip %s does not start with a keyframe", name)
+	}
+	c := &Clip{Name: name, Codec: H265, AUs: aus, FPS: 25}
+	c.VPS, c.SPS, c.PPS = h265.ParamSets(aus[0])
+	p, err := h265.ParseSPS(c.SPS)
+	if err != nil {
+		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
+	}
+	c.Width, c.Height = p.Width, p.Height
+	return c, nil
 }
 
 // LoadBFrameClip returns a clip whose stream has B-frames, as some real cameras
@@ -71,7 +109,7 @@ func loadClip(name string, fps int) (*Clip, error) {
 	if len(aus) == 0 || !h264.IsKeyframe(aus[0]) {
 		return nil, fmt.Errorf("camera: clip %s does not start with a keyframe", name)
 	}
-	c := &Clip{Name: name, AUs: aus, FPS: fps}
+	c := &Clip{Name: name, Codec: H264, AUs: aus, FPS: fps}
 	c.SPS, c.PPS = h264.ParamSets(aus[0])
 	if c.Width, c.Height, err = h264.Size(c.SPS); err != nil {
 		return nil, fmt.Errorf("camera: clip %s: %w", name, err)
@@ -96,10 +134,14 @@ func (c *Clip) Padded(kbps int) *Clip {
 			size += len(nalu) + 4
 		}
 		out.AUs[i] = au
-		if fill := perFrame - size - 4; fill > 2 {
+		if fill := perFrame - size - 4; fill > 3 {
 			nalu := make([]byte, fill)
+			start := 1
 			nalu[0] = 12 // forbidden_zero_bit 0, nal_ref_idc 0, type 12: filler data
-			for j := 1; j < fill-1; j++ {
+			if c.Codec == H265 {
+				nalu[0], nalu[1], start = 38<<1, 1, 2 // FD_NUT, layer 0, temporal ID 0
+			}
+			for j := start; j < fill-1; j++ {
 				nalu[j] = 0xff
 			}
 			nalu[fill-1] = 0x80 // rbsp_stop_one_bit
@@ -110,15 +152,33 @@ func (c *Clip) Padded(kbps int) *Clip {
 }
 
 // Format is the RTSP format description of the clip's video.
-func (c *Clip) Format() *format.H264 {
+func (c *Clip) Format() format.Format {
+	if c.Codec == H265 {
+		return &format.H265{PayloadTyp: 96, VPS: c.VPS, SPS: c.SPS, PPS: c.PPS}
+	}
 	return &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: c.SPS, PPS: c.PPS}
+}
+
+// encoder packetizes access units; rtph264's and rtph265's both are.
+type encoder interface {
+	Encode(au [][]byte) ([]*rtp.Packet, error)
+}
+
+func (c *Clip) encoder() (encoder, error) {
+	switch f := c.Format().(type) {
+	case *format.H265:
+		return f.CreateEncoder()
+	case *format.H264:
+		return f.CreateEncoder()
+	}
+	return nil, fmt.Errorf("camera: %s: no encoder for %s", c.Name, c.Codec)
 }
 
 // PlayVideo loops the clip in real time, handing each frame's RTP packets to
 // write, until ctx ends. Timestamps and sequence numbers run on across loops so a
 // client never sees time jump back.
 func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet)) error {
-	enc, err := c.Format().CreateEncoder()
+	enc, err := c.encoder()
 	if err != nil {
 		return fmt.Errorf("camera: %s: %w", c.Name, err)
 	}

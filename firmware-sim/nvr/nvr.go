@@ -39,6 +39,9 @@ type Config struct {
 	// BFrameChannels lists channels whose main stream sends H.264 with
 	// B-frames, as some real cameras do.
 	BFrameChannels []int
+	// H265Channels lists channels whose main stream is H.265 Main (the sub
+	// stream stays H.264), like a real Hikvision or Dahua NVR's default.
+	H265Channels []int
 	// MainKbps, when set, pads main streams to this constant bitrate with
 	// filler data, as a camera in CBR mode sends. Default 0: the clips' own
 	// (low) bitrate.
@@ -72,6 +75,14 @@ func (c Config) Validate() error {
 	for _, ch := range c.BFrameChannels {
 		if ch < 1 || ch > c.Channels {
 			return fmt.Errorf("nvr: bframes: channel %d does not exist", ch)
+		}
+	}
+	for _, ch := range c.H265Channels {
+		if ch < 1 || ch > c.Channels {
+			return fmt.Errorf("nvr: h265: channel %d does not exist", ch)
+		}
+		if contains(c.BFrameChannels, ch) {
+			return fmt.Errorf("nvr: h265: channel %d is also in bframes; the H.265 clips have none", ch)
 		}
 	}
 	return nil
@@ -158,6 +169,9 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	clip, err := camera.LoadClip(ch, kind)
 	if kind == camera.Main && contains(s.cfg.BFrameChannels, ch) {
 		clip, err = camera.LoadBFrameClip()
+	}
+	if kind == camera.Main && contains(s.cfg.H265Channels, ch) {
+		clip, err = camera.LoadH265Clip(ch)
 	}
 	if err != nil {
 		return err

@@ -87,7 +87,8 @@ func ffprobe(t *testing.T, url, transport string) (probe, string, error) {
 func TestFFprobeReadsStreams(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	cfg.Channels = 2
+	cfg.Channels = 3
+	cfg.H265Channels = []int{3}
 	srv, err := Start(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -99,13 +100,16 @@ func TestFFprobeReadsStreams(t *testing.T) {
 	}
 	tests := []struct {
 		name, url, transport string
+		codec                string
 		w, h                 int
 		fps                  string
 	}{
-		{"hikvision main tcp", srv.URL(1, camera.Main), "tcp", 1280, 720, "25/1"},
-		{"hikvision sub udp", srv.URL(1, camera.Sub), "udp", 640, 360, "15/1"},
-		{"dahua ch2 main udp", dahua(2, 0), "udp", 1280, 720, "25/1"},
-		{"dahua ch2 sub tcp", dahua(2, 1), "tcp", 640, 360, "15/1"},
+		{"hikvision main tcp", srv.URL(1, camera.Main), "tcp", "h264", 1280, 720, "25/1"},
+		{"hikvision sub udp", srv.URL(1, camera.Sub), "udp", "h264", 640, 360, "15/1"},
+		{"dahua ch2 main udp", dahua(2, 0), "udp", "h264", 1280, 720, "25/1"},
+		{"dahua ch2 sub tcp", dahua(2, 1), "tcp", "h264", 640, 360, "15/1"},
+		{"H.265 main tcp", srv.URL(3, camera.Main), "tcp", "hevc", 1280, 720, "25/1"},
+		{"H.265 channel's sub is H.264", srv.URL(3, camera.Sub), "tcp", "h264", 640, 360, "15/1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,8 +125,8 @@ func TestFFprobeReadsStreams(t *testing.T) {
 			if v.CodecType != "video" {
 				v, a = a, v
 			}
-			if v.CodecName != "h264" || v.Width != tt.w || v.Height != tt.h || v.RFrameRate != tt.fps {
-				t.Fatalf("video %+v, want h264 %dx%d at %s", v, tt.w, tt.h, tt.fps)
+			if v.CodecName != tt.codec || v.Width != tt.w || v.Height != tt.h || v.RFrameRate != tt.fps {
+				t.Fatalf("video %+v, want %s %dx%d at %s", v, tt.codec, tt.w, tt.h, tt.fps)
 			}
 			if a.CodecName != "pcm_mulaw" || a.SampleRate != "8000" {
 				t.Fatalf("audio %+v, want pcm_mulaw at 8000", a)
