@@ -49,11 +49,21 @@ type infra struct {
 
 func startInfra(t testing.TB, channels int, mods ...func(*server.Config)) *infra {
 	t.Helper()
+	return startInfraSim(t, channels, nil, mods...)
+}
+
+// startInfraSim is startInfra with the simulator's config changed by sim
+// (H.265 or B-frame channels, say).
+func startInfraSim(t testing.TB, channels int, simMod func(*nvr.Config), mods ...func(*server.Config)) *infra {
+	t.Helper()
 	log := testLogger(t)
 	simCfg := nvr.DefaultConfig()
 	simCfg.Listen = "127.0.0.1:0"
 	simCfg.Channels = channels
 	simCfg.Logger = log
+	if simMod != nil {
+		simMod(&simCfg)
+	}
 	sim, err := nvr.Start(simCfg)
 	if err != nil {
 		t.Fatal(err)

@@ -165,6 +165,34 @@ type Answer struct {
 	Header
 	Session string `json:"session"`
 	SDP     string `json:"sdp"`
+	// Served says which stream the agent chose for this viewer, and why
+	// when it is not the one asked for.
+	Served *Served `json:"served,omitempty"`
+}
+
+// Video codecs, as Served names them.
+const (
+	CodecH264 = "H264"
+	CodecH265 = "H265"
+)
+
+// Served is what a viewer gets: the agent picks, per viewer, the best stream
+// that viewer can play (the main stream in a codec it decodes, else the H.264
+// sub stream), and says so, so the page can tell the person.
+type Served struct {
+	// Stream is "main" or "sub", as served.
+	Stream string `json:"stream"`
+	// Codec is "H264" or "H265".
+	Codec  string `json:"codec"`
+	Width  int    `json:"width,omitempty"`
+	Height int    `json:"height,omitempty"`
+	// Note is a sentence on why this is not the stream asked for, and what
+	// would get it ("this browser cannot play H.265; …"); empty otherwise.
+	Note string `json:"note,omitempty"`
+	// Audio is a sentence when there is no sound and why ("the camera sends
+	// AAC; set its audio to G.711"); empty when sound plays or the camera
+	// has no microphone.
+	Audio string `json:"audio,omitempty"`
 }
 
 // Candidate is one trickled ICE candidate; an empty Candidate ends the list.

@@ -23,6 +23,7 @@ import (
 	"github.com/peercam/peercam/device-agent/internal/identity"
 	"github.com/peercam/peercam/device-agent/internal/peer"
 	"github.com/peercam/peercam/device-agent/internal/portmap"
+	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/device-agent/internal/rvclient"
 	"github.com/peercam/peercam/internal/logging"
 	"github.com/peercam/peercam/internal/viewertoken"
@@ -307,13 +308,24 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	if kind == "" {
 		kind = proto.StreamMain
 	}
-	st := a.streams[o.Camera+"/"+kind]
-	if st == nil && kind == proto.StreamSub {
-		st = a.streams[o.Camera+"/"+proto.StreamMain] // no sub stream: main it is
-	}
-	if st == nil {
+	if a.streams[o.Camera+"/"+proto.StreamMain] == nil {
 		fail(proto.CodeNotFound, "this device has no camera "+o.Camera)
 		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var st *fanout.Stream
+	var served *proto.Served
+	if !restart {
+		st, served, err = a.choose(ctx, o.Camera, kind, peer.OfferedCodecs(o.SDP))
+		if err != nil {
+			a.failOffer(fail, err)
+			return
+		}
+		kind = served.Stream
+		if served.Note != "" {
+			log.Info("viewer gets another stream than it asked for", "asked", o.Stream, "served", served.Stream, "why", served.Note)
+		}
 	}
 	a.mu.Lock()
 	ice := a.ice
@@ -322,25 +334,90 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	}
 	a.mu.Unlock()
 	trickle := o.Trickle == nil || *o.Trickle
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
 		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
-		Claim: claims.Claim, Owner: owner})
+		Claim: claims.Claim, Owner: owner, Served: served})
 	switch {
 	case err == nil && restart:
 		log.Debug("ICE restart answered")
 	case err == nil:
-		log.Info("session answered", "stream", kind, "subject", claims.Subject)
+		log.Info("session answered", "stream", kind, "codec", served.Codec, "subject", claims.Subject)
+	default:
+		a.failOffer(fail, err)
+	}
+}
+
+// failOffer refuses an offer with the wire code and sentence for err.
+func (a *Agent) failOffer(fail func(proto.Code, string), err error) {
+	switch {
 	case errors.Is(err, fanout.ErrUnavailable):
 		fail(proto.CodeCameraUnreachable, sentence(strings.TrimPrefix(err.Error(), fanout.ErrUnavailable.Error()+": ")))
 	case errors.Is(err, peer.ErrCodec):
-		fail(proto.CodeCodecUnsupported, err.Error())
+		fail(proto.CodeCodecUnsupported, sentence(strings.TrimPrefix(err.Error(), peer.ErrCodec.Error()+": ")))
 	case errors.Is(err, proto.ErrBadMessage):
 		fail(proto.CodeBadMessage, err.Error())
 	default:
 		fail(proto.CodeInternal, "the agent could not answer: "+err.Error())
 	}
+}
+
+// Why a viewer gets the sub stream instead of the main one.
+const (
+	noteH265    = "this browser cannot play H.265; Safari 18, or Chrome on a device with H.265 hardware, shows the main stream"
+	noteBFrames = "the main stream has B-frames, which browsers play badly; turn B-frames off in the camera's video settings to watch it here"
+)
+
+// choose picks, for one viewer, the best stream of camera it can play: the
+// stream asked for (usually main) in a codec the viewer's offer lists and
+// without B-frames; otherwise the sub stream if that is clean; otherwise an
+// error naming what would help. Two viewers of one camera may get different
+// streams; each stream is still pulled once.
+func (a *Agent) choose(ctx context.Context, camera, kind string, codecs map[string]bool) (*fanout.Stream, *proto.Served, error) {
+	want := a.streams[camera+"/"+kind]
+	if want == nil { // no sub stream: main it is
+		kind, want = proto.StreamMain, a.streams[camera+"/"+proto.StreamMain]
+	}
+	info, err := want.Acquire(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer want.Release()
+	served := servedOf(kind, info)
+	playable := codecs[info.Codec]
+	bframes := info.Codec == rtspsource.H264 && want.HasBFrames()
+	if playable && !bframes {
+		return want, served, nil
+	}
+	if sub := a.streams[camera+"/"+proto.StreamSub]; kind == proto.StreamMain && sub != nil {
+		if sinfo, err := sub.Acquire(ctx); err == nil {
+			defer sub.Release()
+			if codecs[sinfo.Codec] && !(sinfo.Codec == rtspsource.H264 && sub.HasBFrames()) {
+				alt := servedOf(proto.StreamSub, sinfo)
+				alt.Note = noteBFrames
+				if !playable {
+					alt.Note = noteH265
+				}
+				return sub, alt, nil
+			}
+		}
+	}
+	switch {
+	case !playable && info.Codec == rtspsource.H265:
+		return nil, nil, fmt.Errorf("%w: this browser cannot play H.265 and the camera has no H.264 sub stream it can play instead. "+
+			"Watch with Safari 18, or Chrome on a device with H.265 hardware, or set the camera's stream to H.264", peer.ErrCodec)
+	case !playable:
+		return nil, nil, fmt.Errorf("%w: this browser offers no codec the camera sends (%s)", peer.ErrCodec, info.Codec)
+	}
+	return nil, nil, fmt.Errorf("%w: the camera's stream has B-frames, which browsers play badly, and it has no clean sub stream. "+
+		"Turn B-frames off in the camera's video settings (often 'B-frame', 'GOP structure', 'H.264+' or 'smart codec')", peer.ErrCodec)
+}
+
+func servedOf(kind string, info *fanout.Info) *proto.Served {
+	codec := proto.CodecH264
+	if info.Codec == rtspsource.H265 {
+		codec = proto.CodecH265
+	}
+	return &proto.Served{Stream: kind, Codec: codec, Width: info.Width, Height: info.Height, Audio: info.AudioNote}
 }
 
 // checkToken verifies the viewer token with the pinned key: the agent's own

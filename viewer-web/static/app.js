@@ -354,8 +354,9 @@ function viewLive(deviceId, cameraId, opts = {}) {
   }).catch(() => {});
   const start = () => {
     const s = new LiveSession({ device: deviceId, camera: cameraId, stream: 'main', video, token: opts.token,
-      onStatus: (text, path) => {
-        status.replaceChildren(path ? h('span', { class: `path-${path}` }, '● ') : '', text);
+      onStatus: (text, path, note) => {
+        status.replaceChildren(path ? h('span', { class: `path-${path}` }, '● ') : '', text,
+          note ? h('div', { class: 'note' }, note.charAt(0).toUpperCase() + note.slice(1)) : '');
       },
       onPlaying: () => overlay.remove(),
       onError: (code, title, hint) => {

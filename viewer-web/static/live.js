@@ -108,8 +108,8 @@ export class LiveSession {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ v: V, ...m }));
   }
 
-  status(text, path) {
-    if (this.o.onStatus) this.o.onStatus(text, path);
+  status(text, path, note) {
+    if (this.o.onStatus) this.o.onStatus(text, path, note);
   }
 
   fail(code, message) {
@@ -126,6 +126,8 @@ export class LiveSession {
         case 'answer': {
           if (this.pc.signalingState !== 'have-local-offer') return; // an answer to an offer superseded by a restart
           await this.pc.setRemoteDescription({ type: 'answer', sdp: m.sdp });
+          // Which stream the agent chose for this browser, and why.
+          if (m.served) this.stats.served = m.served;
           for (const c of this.pending) await this.pc.addIceCandidate(c);
           this.pending = [];
           return;
@@ -210,6 +212,8 @@ export class LiveSession {
           if (lastTime) this.stats.kbps = Math.round(((s.bytesReceived - lastBytes) * 8) / (now - lastTime));
           lastBytes = s.bytesReceived; lastTime = now;
           this.stats.framesDecoded = s.framesDecoded || 0;
+          this.stats.framesDropped = s.framesDropped || 0;
+          this.stats.pliCount = s.pliCount || 0;
           this.stats.width = s.frameWidth || 0;
           this.stats.height = s.frameHeight || 0;
         }
@@ -224,11 +228,14 @@ export class LiveSession {
         this.stats.rtt = pair.currentRoundTripTime != null ? Math.round(pair.currentRoundTripTime * 1000) : null;
       }
       const parts = [this.stats.path === 'relayed' ? 'Relayed' : 'Direct'];
+      const sv = this.stats.served;
+      if (sv && sv.stream === 'sub' && this.o.stream !== 'sub') parts.push('Sub stream');
+      else if (sv && sv.codec === 'H265') parts.push('H.265');
       if (this.stats.width) parts.push(`${this.stats.width}×${this.stats.height}`);
       parts.push(`${this.stats.kbps} kbit/s`);
       if (this.stats.rtt !== null) parts.push(`RTT ${this.stats.rtt} ms`);
       if (this.broken) this.status('Reconnecting…');
-      else this.status(parts.join(' · '), this.stats.path);
+      else this.status(parts.join(' · '), this.stats.path, sv ? [sv.note, sv.audio].filter(Boolean).join(' ') : '');
       await new Promise((res) => setTimeout(res, 1000));
     }
   }

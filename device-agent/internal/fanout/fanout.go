@@ -11,16 +11,37 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
 	"github.com/pion/rtp"
 
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/internal/media/h264"
+	"github.com/peercam/peercam/internal/media/h265"
 )
+
+// encoder packetizes access units for viewers; rtph264's and rtph265's are.
+type encoder interface {
+	Encode(au [][]byte) ([]*rtp.Packet, error)
+}
+
+// payloadMax is the RTP payload size: with SRTP, UDP and IP headers a packet
+// stays under 1280 bytes, IPv6's minimum MTU, on any path.
+const payloadMax = 1200
+
+func newEncoder(codec string) (encoder, error) {
+	if codec == rtspsource.H265 {
+		e := &rtph265.Encoder{PayloadType: 96, PayloadMaxSize: payloadMax}
+		return e, e.Init()
+	}
+	e := &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: payloadMax, PacketizationMode: 1}
+	return e, e.Init()
+}
 
 // ErrUnavailable means the stream could not be started.
 var ErrUnavailable = errors.New("camera stream unavailable")
@@ -42,9 +63,15 @@ type Frame struct {
 
 // Info is what a viewer needs to negotiate.
 type Info struct {
-	SPS, PPS      []byte
+	// Codec is rtspsource.H264 or rtspsource.H265.
+	Codec string
+	// VPS is H.265's only.
+	VPS, SPS, PPS []byte
 	Width, Height int
 	Audio         *rtspsource.Audio
+	// AudioNote says why there is no sound when the camera has audio that
+	// browsers cannot play (AAC); empty otherwise.
+	AudioNote string
 }
 
 // Config describes one camera stream.
@@ -92,10 +119,13 @@ type Stream struct {
 	gopBytes int
 	// subs are the viewers receiving frames.
 	subs map[*Sub]struct{}
-	// sps and pps are the latest parameter sets seen; audio is the audio
-	// track of the current run.
-	sps, pps []byte
-	audio    *rtspsource.Audio
+	// codec, vps, sps and pps are the codec and latest parameter sets
+	// seen; audio is the audio track of the current run, audioNote why
+	// there is none.
+	codec         string
+	vps, sps, pps []byte
+	audio         *rtspsource.Audio
+	audioNote     string
 	// bframesReported is set once B-frames have been logged.
 	bframesReported bool
 
@@ -229,23 +259,23 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 	markReady := func() { readyOnce.Do(func() { close(ready) }) }
 	for {
 		started := time.Now()
-		var enc *rtph264.Encoder
+		var enc encoder
 		err := s.cfg.run(ctx, rtspsource.Config{URL: s.cfg.URL, Transport: s.cfg.Transport, Logger: s.log},
 			rtspsource.Handler{
 				OnInfo: func(in rtspsource.Info) {
 					for _, why := range in.Skipped {
 						s.log.Warn("track skipped", "why", why)
 					}
+					var err error
+					if enc, err = newEncoder(in.Codec); err != nil {
+						s.log.Error("video packetizer", "err", err)
+					}
 					s.onInfo(in, markReady)
 				},
 				OnVideo: func(au [][]byte, ts uint32) {
-					if enc == nil {
-						enc = &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: 1200, PacketizationMode: 1}
-						if err := enc.Init(); err != nil {
-							return
-						}
+					if enc != nil {
+						s.onVideo(enc, au, ts, markReady)
 					}
-					s.onVideo(enc, au, ts, markReady)
 				},
 				OnAudio: s.onAudio,
 			})
@@ -278,10 +308,21 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 func (s *Stream) onInfo(in rtspsource.Info, markReady func()) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if in.SPS != nil && in.PPS != nil {
-		s.sps, s.pps = in.SPS, in.PPS
+	if s.codec != in.Codec {
+		// A camera reconfigured to another codec: forget the old one's
+		// parameter sets.
+		s.vps, s.sps, s.pps = nil, nil, nil
 	}
-	s.audio = in.Audio
+	s.codec = in.Codec
+	if in.SPS != nil && in.PPS != nil && (in.Codec != rtspsource.H265 || in.VPS != nil) {
+		s.vps, s.sps, s.pps = in.VPS, in.SPS, in.PPS
+	}
+	s.audio, s.audioNote = in.Audio, ""
+	for _, why := range in.Skipped {
+		if strings.HasPrefix(why, "AAC") {
+			s.audioNote = "No sound: the camera sends AAC, which browsers cannot play over WebRTC; set its audio to G.711."
+		}
+	}
 	if s.sps == nil {
 		return // wait for in-band parameter sets
 	}
@@ -290,37 +331,77 @@ func (s *Stream) onInfo(in rtspsource.Info, markReady func()) {
 }
 
 func (s *Stream) setInfoLocked() {
-	in := &Info{SPS: s.sps, PPS: s.pps, Audio: s.audio}
-	in.Width, in.Height, _ = h264.Size(s.sps)
+	in := &Info{Codec: s.codec, VPS: s.vps, SPS: s.sps, PPS: s.pps, Audio: s.audio, AudioNote: s.audioNote}
+	if in.Codec == "" {
+		in.Codec = rtspsource.H264
+	}
+	if s.codec == rtspsource.H265 {
+		if p, err := h265.ParseSPS(s.sps); err == nil {
+			in.Width, in.Height = p.Width, p.Height
+		}
+	} else {
+		in.Width, in.Height, _ = h264.Size(s.sps)
+	}
 	s.info = in
 }
 
-func (s *Stream) onVideo(enc *rtph264.Encoder, au [][]byte, ts uint32, markReady func()) {
+// HasBFrames tells whether the stream has sent B-frames, which browsers'
+// WebRTC H.264 decoders mangle.
+func (s *Stream) HasBFrames() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bframesReported
+}
+
+func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) {
 	now := time.Now()
 	s.frames.Add(1)
-	if sps, pps := h264.ParamSets(au); sps != nil && pps != nil {
+	s.mu.Lock()
+	codec := s.codec
+	s.mu.Unlock()
+	var key bool
+	if codec == rtspsource.H265 {
+		key = h265.IsKeyframe(au)
+		if vps, sps, pps := h265.ParamSets(au); vps != nil && sps != nil && pps != nil {
+			s.mu.Lock()
+			s.vps, s.sps, s.pps = vps, sps, pps
+			if s.info == nil {
+				s.setInfoLocked()
+				markReady()
+			}
+			s.mu.Unlock()
+		}
+		if key {
+			s.mu.Lock()
+			vps, sps, pps := s.vps, s.sps, s.pps
+			s.mu.Unlock()
+			au = h265.WithParamSets(au, vps, sps, pps)
+		}
+	} else {
+		if sps, pps := h264.ParamSets(au); sps != nil && pps != nil {
+			s.mu.Lock()
+			s.sps, s.pps = sps, pps
+			if s.info == nil {
+				s.setInfoLocked()
+				markReady()
+			}
+			s.mu.Unlock()
+		}
+		key = h264.IsKeyframe(au)
 		s.mu.Lock()
-		s.sps, s.pps = sps, pps
-		if s.info == nil {
-			s.setInfoLocked()
-			markReady()
+		sps, pps := s.sps, s.pps
+		report := !s.bframesReported && h264.HasBSlice(au)
+		if report {
+			s.bframesReported = true
 		}
 		s.mu.Unlock()
-	}
-	key := h264.IsKeyframe(au)
-	s.mu.Lock()
-	sps, pps := s.sps, s.pps
-	report := !s.bframesReported && h264.HasBSlice(au)
-	if report {
-		s.bframesReported = true
-	}
-	s.mu.Unlock()
-	if report {
-		s.log.Warn("this camera stream has B-frames; browsers' WebRTC decoders drop most of them and the picture stutters. " +
-			"Turn B-frames off in the camera's video encoding settings (often 'B-frame', 'GOP structure', 'H.264+' or 'smart codec'), or view the sub stream")
-	}
-	if key {
-		au = h264.WithParamSets(au, sps, pps)
+		if report {
+			s.log.Warn("this camera stream has B-frames; browsers' WebRTC decoders drop most of them and the picture stutters. " +
+				"Turn B-frames off in the camera's video encoding settings (often 'B-frame', 'GOP structure', 'H.264+' or 'smart codec'); until then viewers get the sub stream where it has none")
+		}
+		if key {
+			au = h264.WithParamSets(au, sps, pps)
+		}
 	}
 	pkts, err := enc.Encode(au)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +28,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/device-agent/internal/fanout"
+	"github.com/peercam/peercam/device-agent/internal/rtspsource"
+	"github.com/peercam/peercam/internal/media/h265"
 	"github.com/peercam/peercam/internal/logging"
 	"github.com/peercam/peercam/proto"
 )
@@ -139,6 +142,8 @@ type Request struct {
 	Claim string
 	// Owner tells whether the viewer is the device's owner.
 	Owner bool
+	// Served goes with the answer: which stream the viewer gets, and why.
+	Served *proto.Served
 }
 
 // Session is one viewer's peer connection.
@@ -153,6 +158,7 @@ type Session struct {
 	tokenID string
 	claim   string
 	owner   bool
+	served  *proto.Served
 	// expiry ends the session when the viewer's token expires.
 	expiry *time.Timer
 	// up is set once the peer connection first reached connected.
@@ -206,6 +212,9 @@ func (m *Manager) Offer(ctx context.Context, req Request) error {
 	m.mu.Unlock()
 	if live != nil {
 		return live.restart(ctx, req)
+	}
+	if req.Stream == nil {
+		return fmt.Errorf("session %s has ended; open a new one", req.Session)
 	}
 	info, err := req.Stream.Acquire(ctx)
 	if err != nil {
@@ -297,7 +306,15 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	if err := offer.Unmarshal([]byte(req.SDP)); err != nil {
 		return nil, fmt.Errorf("%w: the offer is not valid SDP: %w", proto.ErrBadMessage, err)
 	}
-	fmtp, note, err := chooseH264(offer, info.SPS)
+	mime := webrtc.MimeTypeH264
+	var fmtp, note string
+	var err error
+	if info.Codec == rtspsource.H265 {
+		mime = webrtc.MimeTypeH265
+		fmtp, err = chooseH265(offer, info.SPS)
+	} else {
+		fmtp, note, err = chooseH264(offer, info.SPS)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +323,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
-	videoCap := webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: fb}
+	videoCap := webrtc.RTPCodecCapability{MimeType: mime, ClockRate: 90000, SDPFmtpLine: fmtp, RTCPFeedback: fb}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: videoCap, PayloadType: 102}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
@@ -332,7 +349,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
-		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, claim: req.Claim, owner: req.Owner}
+		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, claim: req.Claim, owner: req.Owner, served: req.Served}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()
@@ -478,7 +495,7 @@ func (s *Session) sendAnswer(answerSDP string, trickle bool, mapped string) {
 	if answerSDP == "" {
 		answerSDP = s.pc.LocalDescription().SDP
 	}
-	s.send(&proto.Answer{Session: s.id, SDP: answerSDP})
+	s.send(&proto.Answer{Session: s.id, SDP: answerSDP, Served: s.served})
 	s.answered = true
 	if trickle && mapped != "" {
 		mid, line := "0", uint16(0)
@@ -873,6 +890,67 @@ func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, string, erro
 	}
 	return "", "", fmt.Errorf("%w: the camera sends H.264 profile %s; the viewer offers %s",
 		ErrCodec, profileName(profile), strings.Join(offered, ", "))
+}
+
+// chooseH265 returns the answer's fmtp for the camera's H.265 stream if the
+// viewer offers H.265 with the camera's profile (1 Main, 2 Main 10) and tier
+// (RFC 7798 section 7.2.2; level-id is not a matching parameter, and the
+// answer states the camera's).
+func chooseH265(offer *sdp.SessionDescription, sps []byte) (string, error) {
+	p, err := h265.ParseSPS(sps)
+	if err != nil {
+		return "", fmt.Errorf("%w: the camera's H.265 parameter sets do not parse: %w", ErrCodec, err)
+	}
+	var offered []string
+	for _, md := range offer.MediaDescriptions {
+		if md.MediaName.Media != "video" {
+			continue
+		}
+		for _, f := range md.MediaName.Formats {
+			codec, err := offer.GetCodecForPayloadType(parseUint8(f))
+			if err != nil || !strings.EqualFold(codec.Name, "H265") {
+				continue
+			}
+			params := fmtpParams(codec.Fmtp)
+			profile, tier, mode := params["profile-id"], params["tier-flag"], params["tx-mode"]
+			if profile == "" {
+				profile = "1"
+			}
+			if tier == "" {
+				tier = "0"
+			}
+			offered = append(offered, "profile "+profile)
+			if profile == strconv.Itoa(p.ProfileID) && tier == strconv.Itoa(p.TierFlag) && (mode == "" || mode == "srst") {
+				return p.Fmtp(), nil
+			}
+		}
+	}
+	if len(offered) == 0 {
+		return "", fmt.Errorf("%w: the camera sends H.265 and the viewer offers none", ErrCodec)
+	}
+	return "", fmt.Errorf("%w: the camera sends H.265 profile %d (tier %d); the viewer offers %s",
+		ErrCodec, p.ProfileID, p.TierFlag, strings.Join(offered, ", "))
+}
+
+// OfferedCodecs lists the video codecs an SDP offer lists ("H264",
+// "H265"), so the agent can pick a stream the viewer can play.
+func OfferedCodecs(offerSDP string) map[string]bool {
+	out := map[string]bool{}
+	offer := &sdp.SessionDescription{}
+	if offer.Unmarshal([]byte(offerSDP)) != nil {
+		return out
+	}
+	for _, md := range offer.MediaDescriptions {
+		if md.MediaName.Media != "video" {
+			continue
+		}
+		for _, f := range md.MediaName.Formats {
+			if c, err := offer.GetCodecForPayloadType(parseUint8(f)); err == nil {
+				out[strings.ToUpper(c.Name)] = true
+			}
+		}
+	}
+	return out
 }
 
 func parseUint8(s string) uint8 {

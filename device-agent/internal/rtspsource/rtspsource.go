@@ -1,7 +1,7 @@
 // Package rtspsource pulls one RTSP stream from a camera with gortsplib and
-// hands on whole H.264 access units and G.711 audio packets. It turns the
-// failures people hit with real cameras (wrong password, wrong path, H.265,
-// AAC) into errors that say what to change.
+// hands on whole H.264 or H.265 access units and G.711 audio packets. It turns
+// the failures people hit with real cameras (wrong password, wrong path, a
+// codec browsers cannot play, AAC) into errors that say what to change.
 package rtspsource
 
 import (
@@ -18,6 +18,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/pion/rtp"
 )
@@ -27,8 +28,8 @@ var (
 	ErrAuth = errors.New("the camera refused the user name or password")
 	// ErrNotFound means the camera has no stream at that path.
 	ErrNotFound = errors.New("the camera has no stream at that path")
-	// ErrNoH264 means the stream has no H.264 video.
-	ErrNoH264 = errors.New("the stream has no H.264 video")
+	// ErrNoVideo means the stream has no H.264 or H.265 video.
+	ErrNoVideo = errors.New("the stream has no H.264 or H.265 video")
 )
 
 // Audio describes the audio track that passes through.
@@ -39,10 +40,19 @@ type Audio struct {
 	ClockRate uint32
 }
 
+// Video codecs.
+const (
+	H264 = "H264"
+	H265 = "H265"
+)
+
 // Info is what the stream offers, known after DESCRIBE.
 type Info struct {
-	// SPS and PPS from the SDP, if the camera put them there.
-	SPS, PPS []byte
+	// Codec is H264 or H265.
+	Codec string
+	// VPS (H.265 only), SPS and PPS from the SDP, if the camera put them
+	// there.
+	VPS, SPS, PPS []byte
 	// Audio is nil when there is no audio that browsers can play.
 	Audio *Audio
 	// Skipped names tracks that were left out, with why.
@@ -95,13 +105,20 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	if err != nil {
 		return explain(err)
 	}
-	var h264f *format.H264
-	video := desc.FindFormat(&h264f)
-	if video == nil {
-		return fmt.Errorf("%w (%s)", ErrNoH264, describeFormats(desc))
-	}
 	var info Info
-	info.SPS, info.PPS = h264f.SafeParams()
+	var h264f *format.H264
+	var h265f *format.H265
+	var videoFormat format.Format
+	video := desc.FindFormat(&h264f)
+	if video != nil {
+		info.Codec, videoFormat = H264, h264f
+		info.SPS, info.PPS = h264f.SafeParams()
+	} else if video = desc.FindFormat(&h265f); video != nil {
+		info.Codec, videoFormat = H265, h265f
+		info.VPS, info.SPS, info.PPS = h265f.SafeParams()
+	} else {
+		return fmt.Errorf("%w (%s)", ErrNoVideo, describeFormats(desc))
+	}
 	if _, err := c.Setup(desc.BaseURL, video, 0, 0); err != nil {
 		return explain(err)
 	}
@@ -132,15 +149,16 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 		h.OnInfo(info)
 	}
 
-	dec, err := h264f.CreateDecoder()
+	decode, err := depacketizer(videoFormat)
 	if err != nil {
 		return err
 	}
-	c.OnPacketRTP(video, h264f, func(pkt *rtp.Packet) {
-		au, err := dec.Decode(pkt)
+	c.OnPacketRTP(video, videoFormat, func(pkt *rtp.Packet) {
+		au, err := decode(pkt)
 		if err != nil {
-			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) && cfg.Logger != nil {
-				cfg.Logger.Debug("h264 depacketize", "err", err)
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) &&
+				!errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) && cfg.Logger != nil {
+				cfg.Logger.Debug("video depacketize", "codec", info.Codec, "err", err)
 			}
 			return
 		}
@@ -159,6 +177,26 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	return explain(err)
 }
 
+// depacketizer returns the RTP-to-access-unit decoder for an H.264 or H.265
+// format.
+func depacketizer(f format.Format) (func(*rtp.Packet) ([][]byte, error), error) {
+	switch f := f.(type) {
+	case *format.H264:
+		dec, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		return dec.Decode, nil
+	case *format.H265:
+		dec, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		return dec.Decode, nil
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNoVideo, f.Codec())
+}
+
 func describeFormats(desc *description.Session) string {
 	var names []string
 	for _, m := range desc.Medias {
@@ -169,14 +207,7 @@ func describeFormats(desc *description.Session) string {
 	if len(names) == 0 {
 		return "no tracks"
 	}
-	s := "it has " + strings.Join(names, ", ")
-	for _, n := range names {
-		if n == "H265" {
-			s += "; browsers cannot decode H.265 over WebRTC: use the camera's H.264 sub stream or switch the main stream to H.264"
-			break
-		}
-	}
-	return s
+	return "it has " + strings.Join(names, ", ") + "; set the camera's video to H.264 or H.265"
 }
 
 // explain maps gortsplib's errors to ones a person can act on.

@@ -21,7 +21,7 @@ func (a *API) whepCORS(w http.ResponseWriter) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "POST, DELETE, PATCH, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
-	h.Set("Access-Control-Expose-Headers", "Location, Link")
+	h.Set("Access-Control-Expose-Headers", "Location, Link, PeerCam-Stream, PeerCam-Codec, PeerCam-Note, PeerCam-Audio")
 }
 
 func (a *API) whepPreflight(w http.ResponseWriter, _ *http.Request) {
@@ -112,6 +112,18 @@ func (a *API) whepOffer(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/sdp")
 	w.Header().Set("Location", "/whep/"+dev+"/"+cam+"/"+s.ID)
+	if sv := s.Served; sv != nil {
+		// What the agent chose for this player (a WHEP client that cannot
+		// play H.265 gets the H.264 sub stream), and why.
+		w.Header().Set("PeerCam-Stream", sv.Stream)
+		w.Header().Set("PeerCam-Codec", sv.Codec)
+		if sv.Note != "" {
+			w.Header().Set("PeerCam-Note", sv.Note)
+		}
+		if sv.Audio != "" {
+			w.Header().Set("PeerCam-Audio", sv.Audio)
+		}
+	}
 	// RFC 9725 section 4.6: the ICE servers, TURN credentials included,
 	// for a client that restarts ICE through a relay.
 	for _, ice := range a.cfg.Hub.ICEServers() {

@@ -159,6 +159,8 @@ func (w *whepViewer) deliver(m proto.Message) {
 type WHEPSession struct {
 	ID     string
 	Answer string
+	// Served is which stream the agent chose for this player, and why.
+	Served *proto.Served
 	ep     endpoint
 }
 
@@ -184,7 +186,7 @@ func (h *Hub) OpenWHEP(ctx context.Context, v Viewer, devID, camera, stream, sdp
 	case m := <-ep.got:
 		switch m := m.(type) {
 		case *proto.Answer:
-			return &WHEPSession{ID: s.id, Answer: m.SDP, ep: ep}, nil
+			return &WHEPSession{ID: s.id, Answer: m.SDP, Served: m.Served, ep: ep}, nil
 		case *proto.Error:
 			return nil, &PeerError{Code: m.Code, Message: m.Message}
 		default:
