@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/peercam/peercam/rendezvous/server"
 )
 
 // Time to first frame on a warm stream (the camera is already being pulled),
@@ -23,7 +26,7 @@ func reportPercentiles(b *testing.B, ms []float64, unit string) {
 }
 
 func BenchmarkFirstFrameWarmChromium(b *testing.B) {
-	sys := startSystem(b)
+	sys := startSystem(b, benchOpens)
 	ctx := chromium(b)
 	signIn(b, ctx, sys)
 	live := fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, sys.agent.ID())
@@ -56,8 +59,12 @@ func BenchmarkFirstFrameWarmChromium(b *testing.B) {
 	reportPercentiles(b, samples, "ms-first-frame")
 }
 
+// benchOpens lets a benchmark open sessions from one address as fast as it
+// likes; the per-address limit would hold it to one a second.
+func benchOpens(c *server.Config) { c.OpenBurst = 1 << 20 }
+
 func BenchmarkFirstFrameWarmWHEP(b *testing.B) {
-	sys := startSystem(b)
+	sys := startSystem(b, benchOpens)
 	token, err := mintToken(context.Background(), sys.dataDir, sys.agent.ID(), []string{"1"}, time.Hour)
 	if err != nil {
 		b.Fatal(err)
@@ -72,4 +79,27 @@ func BenchmarkFirstFrameWarmWHEP(b *testing.B) {
 	}
 	b.StopTimer()
 	reportPercentiles(b, samples, "ms-first-frame")
+}
+
+// The first keyframe of a warm stream for a WHEP viewer, H.265 beside H.264
+// on the same recorder (channel 1 H.265 main, channel 3 H.264 main, both
+// kept pulled), from the POST to the first whole keyframe.
+func BenchmarkFirstFrameWarmWHEPCodecs(b *testing.B) {
+	sys := startRecorderSystem(b, benchOpens)
+	for _, c := range []struct{ name, camera, mime, fmtp string }{
+		{"H264", "3", webrtc.MimeTypeH264, offerH264},
+		{"H265", "1", webrtc.MimeTypeH265, offerH265},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var samples []float64
+			for b.Loop() {
+				res := watchCodec(b, sys, c.camera, c.mime, c.fmtp, 1)
+				if res.status != 201 || res.stream != "main" {
+					b.Fatalf("WHEP %d, served %s", res.status, res.stream)
+				}
+				samples = append(samples, float64(res.firstKey.Microseconds())/1000)
+			}
+			reportPercentiles(b, samples, "ms-first-keyframe")
+		})
+	}
 }

@@ -93,9 +93,9 @@ func startInfraSim(t testing.TB, channels int, simMod func(*nvr.Config), mods ..
 	return &infra{sim: sim, rv: rv, dataDir: dataDir, ctx: ctx}
 }
 
-func startSystem(t testing.TB) *system {
+func startSystem(t testing.TB, mods ...func(*server.Config)) *system {
 	t.Helper()
-	in := startInfra(t, 4)
+	in := startInfra(t, 4, mods...)
 	ag, stop := startAgent(t, in, 4, func(c *agent.Config) {
 		// A fifth camera whose password is wrong, as happens after someone
 		// changes it on the camera: viewers must get a clear error.

@@ -67,6 +67,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.TURNTTL, "turn-ttl", 12*time.Hour, "lifetime of the TURN credentials handed to each session")
 	var proxies listFlag
 	fs.Var(&proxies, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
+	fs.IntVar(&cfg.OpenBurst, "open-burst", 20, "viewer sessions one address (or one token) may open in a burst before it is held to one a second")
 	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-address", 32, "concurrent WebSocket connections per client address (per /64 for IPv6), viewers and devices each")
 	_ = fs.Parse(args)
 	for _, p := range proxies {

@@ -58,6 +58,9 @@ type Config struct {
 	// MaxConnsPerAddr caps concurrent WebSocket connections per client
 	// address (per /64 for IPv6), viewers and devices each. Default 32.
 	MaxConnsPerAddr int
+	// OpenBurst is how many sessions one address or token may open in a
+	// burst before it is held to one a second. Default 20.
+	OpenBurst int
 	// OfferTimeout ends a viewer session that sends no offer this long
 	// after opening it. Default 10 s.
 	OfferTimeout time.Duration
@@ -190,7 +193,7 @@ func New(cfg Config) (*Server, error) {
 		OfferTimeout: cfg.OfferTimeout, Logger: cfg.Logger})
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
 		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
-		MaxConnsPerAddr: cfg.MaxConnsPerAddr, Logger: cfg.Logger})
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst, Logger: cfg.Logger})
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	if s.stunC != nil {
 		s.stun = stun.New(s.stunC, cfg.Logger)

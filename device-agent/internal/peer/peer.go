@@ -29,8 +29,8 @@ import (
 
 	"github.com/peercam/peercam/device-agent/internal/fanout"
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
-	"github.com/peercam/peercam/internal/media/h265"
 	"github.com/peercam/peercam/internal/logging"
+	"github.com/peercam/peercam/internal/media/h265"
 	"github.com/peercam/peercam/proto"
 )
 

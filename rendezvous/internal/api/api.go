@@ -46,6 +46,7 @@ const (
 	DefaultMaxConnsPerAddr = 32
 	DefaultMaxHashes       = 2
 	DefaultHashWait        = 3 * time.Second
+	DefaultOpenBurst       = 20
 )
 
 // Config configures the API.
@@ -70,6 +71,9 @@ type Config struct {
 	// DefaultMaxHashes and DefaultHashWait.
 	MaxHashes int
 	HashWait  time.Duration
+	// OpenBurst is how many sessions one address (or one token) may open
+	// in a burst; past it, one a second. Default DefaultOpenBurst.
+	OpenBurst int
 	Logger    *slog.Logger
 }
 
@@ -103,11 +107,14 @@ func New(cfg Config) *API {
 	if cfg.HashWait <= 0 {
 		cfg.HashWait = DefaultHashWait
 	}
+	if cfg.OpenBurst <= 0 {
+		cfg.OpenBurst = DefaultOpenBurst
+	}
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), pub: cfg.Key.Public().(ed25519.PublicKey),
 		limiter:     newLimiter(3*time.Second, 10),
 		accountFail: newLimiter(10*time.Second, 20),
 		pairFail:    newLimiter(30*time.Second, 5),
-		opens:       newLimiter(time.Second, 20),
+		opens:       newLimiter(time.Second, cfg.OpenBurst),
 		hashes:      make(chan struct{}, cfg.MaxHashes),
 		mux:         http.NewServeMux()}
 	// The default CheckOrigin refuses a browser Origin other than this host,
