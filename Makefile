@@ -20,7 +20,7 @@ CROSS := \
 	linux-mips:linux:mips:GOMIPS=softfloat \
 	linux-amd64:linux:amd64:
 
-.PHONY: build cross demo test test-short lint deps bench fuzz lab clean
+.PHONY: build cross sizes demo test test-short lint deps bench fuzz lab clean
 
 build:
 	@mkdir -p $(BIN)
@@ -38,8 +38,14 @@ cross:
 		name=$${t%%:*}; rest=$${t#*:}; os=$${rest%%:*}; rest=$${rest#*:}; arch=$${rest%%:*}; var=$${rest#*:}; \
 		env CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $$var $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
 			-o $(BIN)/device-agent-$$name ./device-agent || exit 1; \
-		stat -c %s $(BIN)/device-agent-$$name | awk -v f=$(BIN)/device-agent-$$name '{ printf "%-30s %5.1f MB\n", f, $$1/1048576 }'; \
+		stat -c %s $(BIN)/device-agent-$$name | awk -v f=$(BIN)/device-agent-$$name '{ printf "%-30s %5.1f MiB\n", f, $$1/1048576 }'; \
 	done
+
+# make cross, then write its sizes into the README's table, and print where
+# the armv7 agent's bytes go (text and data per module, from the symbol
+# table of an unstripped build).
+sizes:
+	./scripts/sizes.sh
 
 # A simulated 4-channel NVR, a rendezvous and an agent, claimed by a demo owner.
 demo: build

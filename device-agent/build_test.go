@@ -1,9 +1,12 @@
 package main
 
 import (
+	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -65,5 +68,40 @@ func TestAgentNeedsNoCgo(t *testing.T) {
 		if n < 50 {
 			t.Errorf("%s: only %d packages listed; the list is broken", tg[0], n)
 		}
+	}
+}
+
+// The agent must fit small recorders' flash: at most 12 MiB for armv7,
+// stripped as make cross builds it; and the README's size table must be the
+// one a real build gives (make sizes writes it).
+func TestAgentSizeBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cross-builds the agent")
+	}
+	out := filepath.Join(t.TempDir(), "agent-armv7")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", out, ".")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm", "GOARM=7")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, b)
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mib := float64(fi.Size()) / (1 << 20)
+	t.Logf("armv7 agent: %.2f MiB", mib)
+	if mib > 12 {
+		t.Fatalf("the armv7 agent is %.2f MiB, over its 12 MiB budget: find where the bytes went with make sizes", mib)
+	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`device-agent-linux-armv7\s+([0-9.]+) MiB`).FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no armv7 size line; run make sizes")
+	}
+	if said, _ := strconv.ParseFloat(string(m[1]), 64); math.Abs(said-mib) > 0.15 {
+		t.Fatalf("README says %.1f MiB for armv7, a build gives %.2f MiB: run make sizes", said, mib)
 	}
 }
