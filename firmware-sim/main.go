@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/peercam/peercam/firmware-sim/nvr"
+	"github.com/peercam/peercam/firmware-sim/onvifsim"
 )
 
 func main() {
@@ -26,6 +28,8 @@ func main() {
 	flag.IntVar(&cfg.MainKbps, "main-kbps", 0, "pad main streams to this constant bitrate in kbit/s with filler data, as a camera in CBR mode (0: the clips' own)")
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
 	h265 := flag.String("h265", "", "comma-separated channels whose main stream is H.265 Main, with an H.264 sub stream (most NVRs' default)")
+	onvifAddr := flag.String("onvif", "", "HTTP address for the ONVIF Device and Media services, e.g. 127.0.0.1:8000 (empty: off)")
+	discAddr := flag.String("discovery", "", "UDP address answering WS-Discovery probes, e.g. 0.0.0.0:3702 (joins the ONVIF multicast group when the host part is 0.0.0.0; empty: off)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -40,6 +44,16 @@ func main() {
 	}
 	log.Info("firmware-sim ready", "addr", srv.Addr(), "channels", cfg.Channels,
 		"example", srv.URL(1, "main"))
+	if *onvifAddr != "" {
+		o, err := startONVIF(srv, cfg, *onvifAddr, *discAddr, log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "firmware-sim:", err)
+			srv.Close()
+			os.Exit(1)
+		}
+		defer o.Close()
+		log.Info("ONVIF ready", "device_service", o.DeviceURL(), "discovery", *discAddr)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() { _ = srv.Wait(); stop() }()
@@ -60,4 +74,26 @@ func channelList(name, v string) []int {
 		out = append(out, ch)
 	}
 	return out
+}
+
+// startONVIF serves the ONVIF face of srv.
+func startONVIF(srv *nvr.Server, cfg nvr.Config, httpAddr, discAddr string, log *slog.Logger) (*onvifsim.Server, error) {
+	ln, err := net.Listen("tcp", httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("-onvif: %w", err)
+	}
+	oc := onvifsim.Config{HTTP: ln, User: cfg.User, Pass: cfg.Pass, Channels: cfg.Channels, Logger: log,
+		StreamOf: func(ch int, kind string) onvifsim.Stream {
+			u, codec, w, h := srv.StreamInfo(ch, kind)
+			return onvifsim.Stream{URL: u, Encoding: codec, Width: w, Height: h}
+		}}
+	if discAddr != "" {
+		if oc.Discovery, err = net.ListenPacket("udp4", discAddr); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("-discovery: %w", err)
+		}
+		host, _, _ := net.SplitHostPort(discAddr)
+		oc.Group = host == "" || host == "0.0.0.0"
+	}
+	return onvifsim.Start(oc)
 }

@@ -102,8 +102,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// streams is written once in Start and read-only afterwards.
+	// streams and clips are written once in Start and read-only afterwards.
 	streams map[streamKey]*gortsplib.ServerStream
+	clips   map[streamKey]*camera.Clip
 }
 
 // Start opens the listeners and starts every stream.
@@ -114,7 +115,8 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{}}
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
+		clips: map[streamKey]*camera.Clip{}}
 
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -191,6 +193,7 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 		return fmt.Errorf("nvr: channel %d %s: %w", ch, kind, err)
 	}
 	s.streams[streamKey{ch, kind}] = st
+	s.clips[streamKey{ch, kind}] = clip
 
 	s.wg.Add(1)
 	go func() {
@@ -235,6 +238,19 @@ func (s *Server) URL(channel int, kind string) string {
 	u := url.URL{Scheme: "rtsp", User: url.UserPassword(s.cfg.User, s.cfg.Pass), Host: s.addr,
 		Path: fmt.Sprintf("/Streaming/Channels/%d%02d", channel, n)}
 	return u.String()
+}
+
+// StreamInfo is a channel's stream as the simulator sends it: its URL
+// without credentials (as ONVIF's GetStreamUri returns it), codec (H264 or
+// H265) and size.
+func (s *Server) StreamInfo(channel int, kind string) (plainURL, codec string, width, height int) {
+	c := s.clips[streamKey{channel, kind}]
+	if c == nil {
+		return "", "", 0, 0
+	}
+	u, _ := url.Parse(s.URL(channel, kind))
+	u.User = nil
+	return u.String(), c.Codec, c.Width, c.Height
 }
 
 // Close stops the streams and the server.
