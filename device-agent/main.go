@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	// Recorders often ship without CA certificates: this set is used only
 	// when the system has none.
@@ -23,6 +24,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "discover" {
+		discover(os.Args[2:])
+		return
+	}
 	path := flag.String("config", "", "YAML config file (see README)")
 	rendezvous := flag.String("rendezvous", "", "rendezvous URL (overrides the config file)")
 	stateDir := flag.String("state-dir", "", "state directory (overrides the config file)")
@@ -85,6 +90,26 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := a.Run(ctx); err != nil {
+		fail(err)
+	}
+}
+
+// discover finds ONVIF cameras on the LAN and prints a cameras: block.
+func discover(args []string) {
+	fs := flag.NewFlagSet("discover", flag.ExitOnError)
+	var o agent.DiscoverOptions
+	fs.StringVar(&o.User, "user", "", "ONVIF user name (often the camera's admin account)")
+	fs.StringVar(&o.Pass, "pass", "", "ONVIF password")
+	fs.StringVar(&o.Probe, "probe", "", "where to send the WS-Discovery probe (default the LAN multicast group "+agent.DiscoveryGroup+")")
+	fs.DurationVar(&o.Wait, "wait", 3*time.Second, "how long to wait for answers")
+	fs.Func("host", "ask this device directly (address, address:port or device service URL; repeatable) instead of probing", func(v string) error {
+		o.Hosts = append(o.Hosts, v)
+		return nil
+	})
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := agent.Discover(ctx, o, os.Stdout); err != nil {
 		fail(err)
 	}
 }

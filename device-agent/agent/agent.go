@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,15 +79,44 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.pinned = p
 	}
 	var protoCams []proto.Camera
-	for _, c := range cfg.ResolvedCameras() {
+	cams := cfg.ResolvedCameras()
+	resolvers := map[string]onvifCamera{}
+	if len(cfg.ONVIF) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		found := findONVIF(ctx, cfg.ONVIF, cfg.ONVIFProbe, a.log)
+		cancel()
+		used := map[string]bool{}
+		for _, c := range cams {
+			used[c.ID] = true
+		}
+		next := len(cams) + 1
+		for _, oc := range found {
+			for used[strconv.Itoa(next)] {
+				next++
+			}
+			id := strconv.Itoa(next)
+			used[id] = true
+			cams = append(cams, Camera{ID: id, Name: cameraName(oc.info, oc.cam, next), URL: oc.cam.MainURL, SubURL: oc.cam.SubURL})
+			resolvers[id] = oc
+			a.log.Info("onvif: camera found", "id", id, "device", oc.url, "source", oc.cam.Source, "codec", oc.cam.Encoding,
+				"main", rtspsource.Redact(oc.cam.MainURL), "sub", rtspsource.Redact(oc.cam.SubURL))
+		}
+	}
+	for _, c := range cams {
 		a.cameras[c.ID] = c
 		protoCams = append(protoCams, proto.Camera{ID: c.ID, Name: c.Name, HasSub: c.SubURL != ""})
-		a.streams[c.ID+"/"+proto.StreamMain] = fanout.New(fanout.Config{Name: c.ID + "/main", URL: c.URL,
-			Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn, Logger: a.log})
-		if c.SubURL != "" {
-			a.streams[c.ID+"/"+proto.StreamSub] = fanout.New(fanout.Config{Name: c.ID + "/sub", URL: c.SubURL,
-				Transport: cfg.RTSPTransport, Linger: cfg.Linger, Logger: a.log})
+		mainCfg := fanout.Config{Name: c.ID + "/main", URL: c.URL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn, Logger: a.log}
+		subCfg := fanout.Config{Name: c.ID + "/sub", URL: c.SubURL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, Logger: a.log}
+		if oc, ok := resolvers[c.ID]; ok {
+			mainCfg.Resolve, subCfg.Resolve = oc.resolver(proto.StreamMain), oc.resolver(proto.StreamSub)
 		}
+		a.streams[c.ID+"/"+proto.StreamMain] = fanout.New(mainCfg)
+		if c.SubURL != "" {
+			a.streams[c.ID+"/"+proto.StreamSub] = fanout.New(subCfg)
+		}
+	}
+	if len(cams) == 0 {
+		a.log.Error("no cameras: every onvif device failed and nothing else is configured; the agent runs and can be claimed, but has nothing to show")
 	}
 	a.udp, err = net.ListenPacket("udp", cfg.WebRTCListen)
 	if err != nil {

@@ -73,6 +73,12 @@ type Config struct {
 	Cameras []CameraConfig `yaml:"cameras"`
 	// NVR describes a recorder whose channels follow one URL pattern.
 	NVR *NVRConfig `yaml:"nvr"`
+	// ONVIF lists cameras and recorders whose streams the agent looks up
+	// itself (ONVIF Media service), after the cameras above.
+	ONVIF ONVIFList `yaml:"onvif"`
+	// ONVIFProbe is where onvif: auto sends its WS-Discovery probe; the
+	// LAN's multicast group unless set (tests).
+	ONVIFProbe string `yaml:"-"`
 }
 
 // CameraConfig is one camera.
@@ -185,8 +191,13 @@ func (c Config) Validate() error {
 	if c.MaxViewers < 1 {
 		return fmt.Errorf("agent: max_viewers: %d must be at least 1", c.MaxViewers)
 	}
-	if len(c.Cameras) == 0 && c.NVR == nil {
-		return errors.New("agent: cameras: none configured; add a cameras list or an nvr entry")
+	if len(c.Cameras) == 0 && c.NVR == nil && len(c.ONVIF) == 0 {
+		return errors.New("agent: cameras: none configured; add a cameras list, an nvr entry or onvif (device-agent discover finds them)")
+	}
+	for i, o := range c.ONVIF {
+		if strings.TrimSpace(o.Host) == "" {
+			return fmt.Errorf("agent: onvif[%d].host: missing (an address such as 192.168.1.10, or auto)", i)
+		}
 	}
 	for i, cam := range c.Cameras {
 		if err := checkRTSP(cam.URL); err != nil {

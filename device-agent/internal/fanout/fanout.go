@@ -91,6 +91,9 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the camera's first parameter sets.
 	// Default 10 s.
 	ReadyTimeout time.Duration
+	// Resolve, when set, looks the stream's URL up again (ONVIF) after the
+	// pull failed: a camera that moved its RTSP path or port keeps working.
+	Resolve func(context.Context) (string, error)
 	Logger       *slog.Logger
 
 	// run replaces rtspsource.Run in tests.
@@ -257,10 +260,11 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 	backoff := time.Second
 	var readyOnce sync.Once
 	markReady := func() { readyOnce.Do(func() { close(ready) }) }
+	url := s.cfg.URL
 	for {
 		started := time.Now()
 		var enc encoder
-		err := s.cfg.run(ctx, rtspsource.Config{URL: s.cfg.URL, Transport: s.cfg.Transport, Logger: s.log},
+		err := s.cfg.run(ctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log},
 			rtspsource.Handler{
 				OnInfo: func(in rtspsource.Info) {
 					for _, why := range in.Skipped {
@@ -295,7 +299,17 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 		if time.Since(started) > time.Minute {
 			backoff = time.Second
 		}
-		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(s.cfg.URL), "err", err, "in", backoff)
+		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(url), "err", err, "in", backoff)
+		if s.cfg.Resolve != nil {
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if u, rerr := s.cfg.Resolve(rctx); rerr != nil {
+				s.log.Warn("could not look the stream up again over ONVIF", "err", rerr)
+			} else if u != url {
+				s.log.Info("the camera's stream moved; using its new URL", "url", rtspsource.Redact(u))
+				url = u
+			}
+			cancel()
+		}
 		select {
 		case <-ctx.Done():
 			return
