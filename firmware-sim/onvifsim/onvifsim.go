@@ -89,7 +89,9 @@ func (s *Server) Close() {
 }
 
 // DeviceURL is the device service URL.
-func (s *Server) DeviceURL() string { return "http://" + s.cfg.HTTP.Addr().String() + "/onvif/device_service" }
+func (s *Server) DeviceURL() string {
+	return "http://" + s.cfg.HTTP.Addr().String() + "/onvif/device_service"
+}
 
 // joinGroup joins 239.255.255.250 on every up, multicast-capable interface.
 func joinGroup(c net.PacketConn) error {

@@ -94,7 +94,7 @@ type Config struct {
 	// Resolve, when set, looks the stream's URL up again (ONVIF) after the
 	// pull failed: a camera that moved its RTSP path or port keeps working.
 	Resolve func(context.Context) (string, error)
-	Logger       *slog.Logger
+	Logger  *slog.Logger
 
 	// run replaces rtspsource.Run in tests.
 	run func(context.Context, rtspsource.Config, rtspsource.Handler) error
