@@ -27,5 +27,5 @@ go tool nm -size -type "$tmp" | awk '
     if (k >= 3 && parts[1] ~ /\./) mod = parts[1] "/" parts[2] "/" parts[3]; else if (parts[1] ~ /\./) mod = parts[1]; else mod = "std/" parts[1]
     size[mod] += $2
   }
-  END { for (m in size) printf "%8.0f  %s\n", size[m] / 1024, m }' | sort -rn | head -25
+  END { for (m in size) printf "%8.0f  %s\n", size[m] / 1024, m }' | sort -rn | sed -n 1,25p
 rm -f "$tmp"
