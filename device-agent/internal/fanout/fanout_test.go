@@ -317,3 +317,73 @@ func BenchmarkPublish8Viewers(b *testing.B) {
 		}
 	}
 }
+
+// A camera that sends AAC: the stream plays without sound, and viewers are
+// told why and what to set.
+func TestAACAudioNote(t *testing.T) {
+	clip, err := camera.LoadClip(1, camera.Sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(ctx context.Context, _ rtspsource.Config, h rtspsource.Handler) error {
+		h.OnInfo(rtspsource.Info{Codec: rtspsource.H264, SPS: clip.SPS, PPS: clip.PPS,
+			Skipped: []string{"AAC audio: browsers cannot play AAC over WebRTC; set the camera's audio codec to G.711 to hear it"}})
+		<-ctx.Done()
+		return nil
+	}
+	s := New(Config{Name: "aac", Logger: slog.New(slog.DiscardHandler), run: run})
+	defer s.Close()
+	info, err := s.Acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Release()
+	if info.Audio != nil || !strings.Contains(info.AudioNote, "AAC") || !strings.Contains(info.AudioNote, "G.711") {
+		t.Fatalf("info %+v: want no audio and a note naming AAC and G.711", info)
+	}
+}
+
+// A stream that fails is looked up again (ONVIF), and the next pull uses the
+// URL the camera gives now.
+func TestResolveAfterFailure(t *testing.T) {
+	clip, err := camera.LoadClip(1, camera.Sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var urls []string
+	var mu sync.Mutex
+	run := func(ctx context.Context, c rtspsource.Config, h rtspsource.Handler) error {
+		mu.Lock()
+		urls = append(urls, c.URL)
+		mu.Unlock()
+		if c.URL == "rtsp://cam/old" {
+			return errors.New("RTSP 404")
+		}
+		h.OnInfo(rtspsource.Info{Codec: rtspsource.H264, SPS: clip.SPS, PPS: clip.PPS})
+		<-ctx.Done()
+		return nil
+	}
+	s := New(Config{Name: "moved", URL: "rtsp://cam/old", Logger: slog.New(slog.DiscardHandler), run: run,
+		Resolve: func(context.Context) (string, error) { return "rtsp://cam/new", nil }})
+	defer s.Close()
+	// The first pull fails at once, so Acquire learns its error; the retry
+	// (after a second) uses the new URL.
+	_, _ = s.Acquire(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(urls)
+		last := ""
+		if n > 0 {
+			last = urls[n-1]
+		}
+		mu.Unlock()
+		if n >= 2 && last == "rtsp://cam/new" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pulls %v: want a retry with the resolved URL", urls)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
