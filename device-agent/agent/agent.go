@@ -407,11 +407,14 @@ func (a *Agent) choose(ctx context.Context, camera, kind string, codecs map[stri
 	if want == nil { // no sub stream: main it is
 		kind, want = proto.StreamMain, a.streams[camera+"/"+proto.StreamMain]
 	}
-	info, err := want.Acquire(ctx)
+	// What the stream was last seen to be decides without waiting: an
+	// H.264-only viewer of a cold H.265 main stream need not wait for that
+	// camera's keyframe before it is sent to the sub stream.
+	info, release, err := streamInfo(ctx, want)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer want.Release()
+	defer release()
 	served := servedOf(kind, info)
 	playable := codecs[info.Codec]
 	bframes := info.Codec == rtspsource.H264 && want.HasBFrames()
@@ -419,8 +422,8 @@ func (a *Agent) choose(ctx context.Context, camera, kind string, codecs map[stri
 		return want, served, nil
 	}
 	if sub := a.streams[camera+"/"+proto.StreamSub]; kind == proto.StreamMain && sub != nil {
-		if sinfo, err := sub.Acquire(ctx); err == nil {
-			defer sub.Release()
+		if sinfo, release, err := streamInfo(ctx, sub); err == nil {
+			defer release()
 			if codecs[sinfo.Codec] && !(sinfo.Codec == rtspsource.H264 && sub.HasBFrames()) {
 				alt := servedOf(proto.StreamSub, sinfo)
 				alt.Note = noteBFrames
@@ -440,6 +443,18 @@ func (a *Agent) choose(ctx context.Context, camera, kind string, codecs map[stri
 	}
 	return nil, nil, fmt.Errorf("%w: the camera's stream has B-frames, which browsers play badly, and it has no clean sub stream. "+
 		"Turn B-frames off in the camera's video settings (often 'B-frame', 'GOP structure', 'H.264+' or 'smart codec')", peer.ErrCodec)
+}
+
+// streamInfo is what st was last seen to be, or, for a stream that never
+// ran, what it is once pulled (release lets go of that pull).
+func streamInfo(ctx context.Context, st *fanout.Stream) (info *fanout.Info, release func(), err error) {
+	if info := st.Known(); info != nil {
+		return info, func() {}, nil
+	}
+	if info, err = st.Acquire(ctx); err != nil {
+		return nil, nil, err
+	}
+	return info, st.Release, nil
 }
 
 func servedOf(kind string, info *fanout.Info) *proto.Served {

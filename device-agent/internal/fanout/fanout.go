@@ -117,6 +117,9 @@ type Stream struct {
 	info   *Info
 	ready  chan struct{}
 	runErr error
+	// known is the last info any run saw; it outlives the run, so a viewer
+	// can be matched to a stream without waiting for a cold camera.
+	known *Info
 	// gop is the cached group of pictures, starting with a keyframe.
 	gop      []*Frame
 	gopBytes int
@@ -356,7 +359,16 @@ func (s *Stream) setInfoLocked() {
 	} else {
 		in.Width, in.Height, _ = h264.Size(s.sps)
 	}
-	s.info = in
+	s.info, s.known = in, in
+}
+
+// Known returns what the stream was last seen to be (codec, size), even
+// while it is not pulled; nil before it ever ran. Cameras rarely change
+// codec, and one that did is caught when a viewer's answer fails.
+func (s *Stream) Known() *Info {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.known
 }
 
 // HasBFrames tells whether the stream has sent B-frames, which browsers'
