@@ -62,6 +62,8 @@ test: lint
 	$(GO) test -run '^$$' -fuzz '^FuzzSliceType$$' -fuzztime 300000x ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitAccessUnits$$' -fuzztime 300000x ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePCPMap$$' -fuzztime 100000x ./device-agent/internal/portmap
+	$(GO) test -run '^$$' -fuzz '^FuzzSplitAccessUnits$$' -fuzztime 200000x ./internal/media/h265
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 50000x ./internal/onvif
 
 test-short:
 	$(GO) test -short -count=1 ./...
