@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"syscall"
 
+	"github.com/peercam/peercam/firmware-sim/faults"
 	"github.com/peercam/peercam/firmware-sim/nvr"
 	"github.com/peercam/peercam/firmware-sim/onvifsim"
 )
@@ -25,10 +27,12 @@ func main() {
 	flag.StringVar(&cfg.User, "user", cfg.User, "RTSP user name (digest authentication)")
 	flag.StringVar(&cfg.Pass, "pass", cfg.Pass, "RTSP password")
 	flag.BoolVar(&cfg.Audio, "audio", cfg.Audio, "send a G.711 µ-law tone with every stream")
+	flag.BoolVar(&cfg.KeyframeOnPlay, "keyframe-on-play", false, "send a keyframe at once to a client that starts playing, as many cameras do for a new RTSP session")
 	flag.IntVar(&cfg.MainKbps, "main-kbps", 0, "pad main streams to this constant bitrate in kbit/s with filler data, as a camera in CBR mode (0: the clips' own)")
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
 	h265 := flag.String("h265", "", "comma-separated channels whose main stream is H.265 Main, with an H.264 sub stream (most NVRs' default)")
 	onvifAddr := flag.String("onvif", "", "HTTP address for the ONVIF Device and Media services, e.g. 127.0.0.1:8000 (empty: off)")
+	control := flag.String("control", "", "HTTP address of the fault control endpoint, e.g. 127.0.0.1:8099: POST /stall?channel=N[&seconds=S], /resume?channel=N, /restart?seconds=S, /drop (empty: off)")
 	discAddr := flag.String("discovery", "", "UDP address answering WS-Discovery probes, e.g. 0.0.0.0:3702 (joins the ONVIF multicast group when the host part is 0.0.0.0; empty: off)")
 	flag.Parse()
 
@@ -44,8 +48,18 @@ func main() {
 	}
 	log.Info("firmware-sim ready", "addr", srv.Addr(), "channels", cfg.Channels,
 		"example", srv.URL(1, "main"))
+	rec := faults.New(srv, log)
+	if *control != "" {
+		ln, err := net.Listen("tcp", *control)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "firmware-sim: -control:", err)
+			os.Exit(1)
+		}
+		go func() { _ = http.Serve(ln, rec.Handler()) }()
+		log.Info("fault control ready", "url", "http://"+ln.Addr().String())
+	}
 	if *onvifAddr != "" {
-		o, err := startONVIF(srv, cfg, *onvifAddr, *discAddr, log)
+		o, err := startONVIF(rec, cfg, *onvifAddr, *discAddr, log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "firmware-sim:", err)
 			srv.Close()
@@ -56,9 +70,8 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	go func() { _ = srv.Wait(); stop() }()
 	<-ctx.Done()
-	srv.Close()
+	rec.Close()
 }
 
 // channelList parses a flag's comma-separated channel numbers, or exits
@@ -77,14 +90,14 @@ func channelList(name, v string) []int {
 }
 
 // startONVIF serves the ONVIF face of srv.
-func startONVIF(srv *nvr.Server, cfg nvr.Config, httpAddr, discAddr string, log *slog.Logger) (*onvifsim.Server, error) {
+func startONVIF(rec *faults.Recorder, cfg nvr.Config, httpAddr, discAddr string, log *slog.Logger) (*onvifsim.Server, error) {
 	ln, err := net.Listen("tcp", httpAddr)
 	if err != nil {
 		return nil, fmt.Errorf("-onvif: %w", err)
 	}
 	oc := onvifsim.Config{HTTP: ln, User: cfg.User, Pass: cfg.Pass, Channels: cfg.Channels, Logger: log,
 		StreamOf: func(ch int, kind string) onvifsim.Stream {
-			u, codec, w, h := srv.StreamInfo(ch, kind)
+			u, codec, w, h := rec.Server().StreamInfo(ch, kind)
 			return onvifsim.Stream{URL: u, Encoding: codec, Width: w, Height: h}
 		}}
 	if discAddr != "" {

@@ -222,6 +222,26 @@ type Path struct {
 	Remote string `json:"remote"`
 }
 
+// Camera states a Status reports.
+const (
+	// StateCameraLost: the camera stopped sending; the agent is
+	// reconnecting, and the session stays up.
+	StateCameraLost = "camera_lost"
+	// StateCameraBack: the camera sends again; video resumes at once.
+	StateCameraBack = "camera_back"
+)
+
+// Status is the agent's word on a live session's camera, for the viewer's
+// page: lost (reconnecting) or back. Device to viewer, through the
+// rendezvous; never answered.
+type Status struct {
+	Header
+	Session string `json:"session"`
+	State   string `json:"state"`
+	// Message is what the person reads.
+	Message string `json:"message,omitempty"`
+}
+
 // Error reports a failure; Session is empty for connection-level errors.
 type Error struct {
 	Header
@@ -247,6 +267,7 @@ func (*Candidate) MessageType() string { return "candidate" }
 func (*Bye) MessageType() string       { return "bye" }
 func (*Error) MessageType() string     { return "error" }
 func (*Path) MessageType() string      { return "path" }
+func (*Status) MessageType() string    { return "status" }
 
 var constructors = map[string]func() Message{
 	"hello":      func() Message { return &Hello{} },
@@ -264,6 +285,7 @@ var constructors = map[string]func() Message{
 	"bye":        func() Message { return &Bye{} },
 	"error":      func() Message { return &Error{} },
 	"path":       func() Message { return &Path{} },
+	"status":     func() Message { return &Status{} },
 }
 
 func required(field, v string) error {
@@ -371,6 +393,17 @@ func (m *Answer) validate() error {
 func (m *Candidate) validate() error { return required("session", m.Session) }
 func (m *Bye) validate() error       { return required("session", m.Session) }
 func (m *Path) validate() error      { return required("session", m.Session) }
+
+func (m *Status) validate() error {
+	if err := required("session", m.Session); err != nil {
+		return err
+	}
+	switch m.State {
+	case StateCameraLost, StateCameraBack:
+		return nil
+	}
+	return fmt.Errorf("%w: state must be %q or %q", ErrBadMessage, StateCameraLost, StateCameraBack)
+}
 
 func (m *Error) validate() error {
 	if err := required("code", string(m.Code)); err != nil {

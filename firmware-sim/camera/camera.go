@@ -176,8 +176,9 @@ func (c *Clip) encoder() (encoder, error) {
 
 // PlayVideo loops the clip in real time, handing each frame's RTP packets to
 // write, until ctx ends. Timestamps and sequence numbers run on across loops so a
-// client never sees time jump back.
-func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet)) error {
+// client never sees time jump back. A receive on keyframe makes the next frame
+// the clip's first, a keyframe, as a camera asked for one sends it.
+func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet), keyframe <-chan struct{}) error {
 	enc, err := c.encoder()
 	if err != nil {
 		return fmt.Errorf("camera: %s: %w", c.Name, err)
@@ -185,12 +186,19 @@ func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet)) error {
 	const clockRate = 90000
 	start := time.Now()
 	baseTS := randUint32()
+	idx := 0
 	for n := 0; ; n++ {
 		due := start.Add(time.Duration(n) * time.Second / time.Duration(c.FPS))
 		if err := sleepUntil(ctx, due); err != nil {
 			return nil
 		}
-		pkts, err := enc.Encode(c.AUs[n%len(c.AUs)])
+		select {
+		case <-keyframe:
+			idx = 0
+		default:
+		}
+		pkts, err := enc.Encode(c.AUs[idx%len(c.AUs)])
+		idx++
 		if err != nil {
 			return fmt.Errorf("camera: %s: frame %d: %w", c.Name, n, err)
 		}

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/auth"
@@ -42,6 +43,11 @@ type Config struct {
 	// H265Channels lists channels whose main stream is H.265 Main (the sub
 	// stream stays H.264), like a real Hikvision or Dahua NVR's default.
 	H265Channels []int
+	// KeyframeOnPlay makes a stream send a keyframe at once when a client
+	// starts playing it, as many cameras do for a new RTSP session;
+	// without it a new client waits for the next one (every 4 s on main
+	// streams). Default false.
+	KeyframeOnPlay bool
 	// MainKbps, when set, pads main streams to this constant bitrate with
 	// filler data, as a camera in CBR mode sends. Default 0: the clips' own
 	// (low) bitrate.
@@ -105,6 +111,12 @@ type Server struct {
 	// streams and clips are written once in Start and read-only afterwards.
 	streams map[streamKey]*gortsplib.ServerStream
 	clips   map[streamKey]*camera.Clip
+	// stalled holds a flag per channel: set, the channel keeps its
+	// connections but sends nothing, as a hung camera does.
+	stalled map[int]*atomic.Bool
+	// keyframe asks a stream's player for a keyframe now.
+	keyframe map[streamKey]chan struct{}
+	closed   sync.Once
 }
 
 // Start opens the listeners and starts every stream.
@@ -116,7 +128,10 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
-		clips: map[streamKey]*camera.Clip{}}
+		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}}
+	for ch := 1; ch <= cfg.Channels; ch++ {
+		s.stalled[ch] = new(atomic.Bool)
+	}
 
 	tcp, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -194,15 +209,21 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	}
 	s.streams[streamKey{ch, kind}] = st
 	s.clips[streamKey{ch, kind}] = clip
+	kick := make(chan struct{}, 1)
+	s.keyframe[streamKey{ch, kind}] = kick
 
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		stalled := s.stalled[ch]
 		err := clip.PlayVideo(ctx, func(pkts []*rtp.Packet) {
+			if stalled.Load() {
+				return
+			}
 			for _, p := range pkts {
 				_ = st.WritePacketRTP(video, p)
 			}
-		})
+		}, kick)
 		if err != nil {
 			s.log.Error("video stopped", "channel", ch, "stream", kind, "err", err)
 		}
@@ -211,7 +232,12 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			_ = camera.PlayAudio(ctx, func(p *rtp.Packet) { _ = st.WritePacketRTP(audio, p) })
+			stalled := s.stalled[ch]
+			_ = camera.PlayAudio(ctx, func(p *rtp.Packet) {
+				if !stalled.Load() {
+					_ = st.WritePacketRTP(audio, p)
+				}
+			})
 		}()
 	}
 	return nil
@@ -253,14 +279,36 @@ func (s *Server) StreamInfo(channel int, kind string) (plainURL, codec string, w
 	return u.String(), c.Codec, c.Width, c.Height
 }
 
-// Close stops the streams and the server.
-func (s *Server) Close() {
-	s.cancel()
-	s.wg.Wait()
-	for _, st := range s.streams {
-		st.Close()
+// Stall makes a channel keep its connections but send nothing (stalled
+// true), as a hung camera does, or resumes it.
+func (s *Server) Stall(channel int, stalled bool) error {
+	f := s.stalled[channel]
+	if f == nil {
+		return fmt.Errorf("nvr: channel %d does not exist", channel)
 	}
-	s.srv.Close()
+	f.Store(stalled)
+	s.log.Info("channel stall", "channel", channel, "stalled", stalled)
+	return nil
+}
+
+// Config is the configuration the server runs with (Listen is the address
+// it got), to start it again after a simulated restart.
+func (s *Server) Config() Config {
+	c := s.cfg
+	c.Listen = s.addr
+	return c
+}
+
+// Close stops the streams and the server; closing twice is harmless.
+func (s *Server) Close() {
+	s.closed.Do(func() {
+		s.cancel()
+		s.wg.Wait()
+		for _, st := range s.streams {
+			st.Close()
+		}
+		s.srv.Close()
+	})
 }
 
 // Wait blocks until the server fails or is closed.
@@ -327,8 +375,22 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 }
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
-func (s *Server) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	if s.cfg.KeyframeOnPlay {
+		s.RequestKeyframe(ParsePath(ctx.Path, ctx.Query))
+	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// RequestKeyframe makes a stream send a keyframe now, as a camera asked for
+// one does; ok false (a path that named no stream) does nothing.
+func (s *Server) RequestKeyframe(channel int, kind string, ok bool) {
+	if kick := s.keyframe[streamKey{channel, kind}]; ok && kick != nil {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // listenUDPPair opens an even RTP port and the RTCP port after it, as RTSP's

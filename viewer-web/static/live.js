@@ -139,6 +139,13 @@ export class LiveSession {
           else this.pending.push(c);
           return;
         }
+        case 'status':
+          // The camera went quiet (the agent reconnects to it) or is back;
+          // the session stays up either way.
+          this.cameraLost = m.state === 'camera_lost' ? (m.message || 'Camera not responding — reconnecting…') : null;
+          this.stats.cameraLost = !!this.cameraLost;
+          if (this.cameraLost) this.status(this.cameraLost);
+          return;
         case 'bye': return this.fail(advice[m.reason] ? m.reason : 'ended', m.reason);
         case 'error': return this.fail(m.code, m.message);
       }
@@ -235,6 +242,7 @@ export class LiveSession {
       parts.push(`${this.stats.kbps} kbit/s`);
       if (this.stats.rtt !== null) parts.push(`RTT ${this.stats.rtt} ms`);
       if (this.broken) this.status('Reconnecting…');
+      else if (this.cameraLost) this.status(this.cameraLost);
       else this.status(parts.join(' · '), this.stats.path, sv ? [sv.note, sv.audio].filter(Boolean).join(' ') : '');
       await new Promise((res) => setTimeout(res, 1000));
     }

@@ -21,6 +21,7 @@ import (
 	"github.com/pion/rtp"
 
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
+	"github.com/peercam/peercam/internal/backoff"
 	"github.com/peercam/peercam/internal/media/h264"
 	"github.com/peercam/peercam/internal/media/h265"
 )
@@ -43,11 +44,28 @@ func newEncoder(codec string) (encoder, error) {
 	return e, e.Init()
 }
 
+// StallAfter is how long a camera may send no video before it is taken for
+// gone (at least; a camera with few frames a second gets four frame
+// intervals).
+var StallAfter = 2500 * time.Millisecond
+
 // ErrUnavailable means the stream could not be started.
 var ErrUnavailable = errors.New("camera stream unavailable")
 
-// Frame is one video access unit or one audio packet, packetized once.
+// Stream events, sent to every viewer as a Frame with Event set.
+const (
+	// EventCameraLost: the camera stopped sending (closed, failed or
+	// stalled); the agent is reconnecting.
+	EventCameraLost = "camera_lost"
+	// EventCameraBack: the camera sends again, from a new keyframe.
+	EventCameraBack = "camera_back"
+)
+
+// Frame is one video access unit or one audio packet, packetized once, or
+// an event about the camera.
 type Frame struct {
+	// Event, when set, makes this frame an event and nothing else.
+	Event    string
 	Video    bool
 	Keyframe bool
 	// TS is the camera's RTP timestamp (90 kHz video, audio clock for audio).
@@ -135,8 +153,15 @@ type Stream struct {
 	// bframesReported is set once B-frames have been logged.
 	bframesReported bool
 
+	// down is set from a lost camera until its next keyframe.
+	down bool
+
 	// Counters, read with Stats.
 	frames, dropped atomic.Uint64
+	// lastVideo is when the current run last had video (unix ns; 0 before
+	// its first frame); frameGap the usual time between frames (a moving
+	// average, ns), so a 1 fps camera is not taken for a stalled one.
+	lastVideo, frameGap atomic.Int64
 }
 
 // Stats are a stream's counters.
@@ -260,14 +285,15 @@ func (s *Stream) startLocked() {
 
 // run pulls the camera, retrying with backoff while the stream is wanted.
 func (s *Stream) run(ctx context.Context, ready chan struct{}) {
-	backoff := time.Second
 	var readyOnce sync.Once
 	markReady := func() { readyOnce.Do(func() { close(ready) }) }
 	url := s.cfg.URL
-	for {
-		started := time.Now()
+	var outage time.Time // when the camera was lost; zero while it is up
+	for attempt := 0; ; attempt++ {
 		var enc encoder
-		err := s.cfg.run(ctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log},
+		rctx, stopRun := context.WithCancel(ctx)
+		stalled := s.watchdog(rctx, stopRun)
+		err := s.cfg.run(rctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log},
 			rtspsource.Handler{
 				OnInfo: func(in rtspsource.Info) {
 					for _, why := range in.Skipped {
@@ -286,23 +312,34 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 				},
 				OnAudio: s.onAudio,
 			})
+		stopRun()
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
+		if d := stalled(); d > 0 {
+			err = fmt.Errorf("no video from the camera for %s", d.Round(100*time.Millisecond))
+		} else if err == nil {
 			err = errors.New("the camera ended the stream")
 		}
 		s.mu.Lock()
 		s.runErr = err
 		first := s.info == nil
+		wasUp := s.lastVideo.Load() > 0
 		s.mu.Unlock()
 		if first {
 			markReady() // waiting viewers learn the error now
 		}
-		if time.Since(started) > time.Minute {
-			backoff = time.Second
+		if wasUp {
+			// It was playing: a new outage. Viewers hear it at once, and the
+			// cached GOP goes, so that no keyframe request replays a stale
+			// picture as if it were live.
+			outage, attempt = time.Now(), 0
+			s.lost(err)
+		} else if outage.IsZero() {
+			outage = time.Now()
 		}
-		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(url), "err", err, "in", backoff)
+		wait := retry.Delay(attempt, time.Since(outage))
+		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(url), "err", err, "in", wait.Round(time.Millisecond))
 		if s.cfg.Resolve != nil {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if u, rerr := s.cfg.Resolve(rctx); rerr != nil {
@@ -316,9 +353,69 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// retry is the reconnect schedule: quick (at most 2 s) for the first
+// minute, since a camera that reboots is back within one, then backing off
+// to 30 s.
+var retry = backoff.Policy{Fast: time.Minute, FastMax: 2 * time.Second, SlowMax: 30 * time.Second}
+
+// watchdog ends a run whose camera has sent no video for max(3 s, four
+// frame intervals): a camera that keeps the socket open but stopped sending
+// (stalled, or rebooting behind a switch) is as gone as one that closed it.
+// The returned func says how long it was silent when it fired.
+func (s *Stream) watchdog(ctx context.Context, stop context.CancelFunc) func() time.Duration {
+	var fired atomic.Int64
+	s.lastVideo.Store(0)
+	start := time.Now()
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			last := s.lastVideo.Load()
+			if last == 0 {
+				// Still connecting: the RTSP client's own timeouts cover
+				// DESCRIBE and SETUP; give the first frame 10 s.
+				if time.Since(start) > s.cfg.ReadyTimeout {
+					fired.Store(int64(time.Since(start)))
+					stop()
+					return
+				}
+				continue
+			}
+			limit := max(StallAfter, 4*time.Duration(s.frameGap.Load()))
+			if silent := time.Since(time.Unix(0, last)); silent > limit {
+				fired.Store(int64(silent))
+				stop()
+				return
+			}
+		}
+	}()
+	return func() time.Duration { return time.Duration(fired.Load()) }
+}
+
+// lost tells every viewer the camera is gone and drops the cached GOP.
+func (s *Stream) lost(err error) {
+	s.mu.Lock()
+	s.gop, s.gopBytes = nil, 0
+	s.down = true
+	subs := make([]*Sub, 0, len(s.subs))
+	for sub := range s.subs {
+		subs = append(subs, sub)
+	}
+	s.mu.Unlock()
+	s.log.Warn("camera lost; telling its viewers and reconnecting", "err", err)
+	ev := &Frame{Event: EventCameraLost, At: time.Now()}
+	for _, sub := range subs {
+		sub.event(ev)
 	}
 }
 
@@ -382,6 +479,14 @@ func (s *Stream) HasBFrames() bool {
 func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) {
 	now := time.Now()
 	s.frames.Add(1)
+	if prev := s.lastVideo.Swap(now.UnixNano()); prev != 0 {
+		gap := now.UnixNano() - prev
+		avg := s.frameGap.Load()
+		if avg == 0 {
+			avg = gap
+		}
+		s.frameGap.Store(avg + (gap-avg)/8)
+	}
 	s.mu.Lock()
 	codec := s.codec
 	s.mu.Unlock()
@@ -448,6 +553,17 @@ func (s *Stream) onAudio(pkt *rtp.Packet) {
 func (s *Stream) publish(f *Frame) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if f.Video && s.down {
+		if !f.Keyframe {
+			return // nothing a viewer can decode until the next keyframe
+		}
+		s.down = false
+		back := &Frame{Event: EventCameraBack, At: f.At}
+		for sub := range s.subs {
+			sub.eventLocked(back)
+		}
+		s.log.Info("camera back")
+	}
 	if f.Video {
 		switch {
 		case f.Keyframe:
@@ -500,6 +616,33 @@ type Sub struct {
 
 // C delivers frames.
 func (sub *Sub) C() <-chan *Frame { return sub.ch }
+
+// event queues an event frame; it goes ahead of nothing and waits for no
+// keyframe, and after it video resumes only at a keyframe.
+func (sub *Sub) event(f *Frame) {
+	sub.stream.mu.Lock()
+	defer sub.stream.mu.Unlock()
+	sub.eventLocked(f)
+}
+
+func (sub *Sub) eventLocked(f *Frame) {
+	if f.Event == EventCameraLost {
+		sub.waitKey = true
+	}
+	select {
+	case sub.ch <- f:
+	default:
+		// A full queue: drop the oldest frame for it, events matter more.
+		select {
+		case <-sub.ch:
+		default:
+		}
+		select {
+		case sub.ch <- f:
+		default:
+		}
+	}
+}
 
 func (sub *Sub) primeLocked(gop []*Frame) {
 	for _, f := range gop {

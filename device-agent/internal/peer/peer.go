@@ -708,6 +708,17 @@ func (t *boundTrack) Bind(c webrtc.TrackLocalContext) (webrtc.RTPCodecParameters
 	return p, err
 }
 
+// cameraEvent tells the viewer its camera was lost or is back.
+func (s *Session) cameraEvent(ev string) {
+	switch ev {
+	case fanout.EventCameraLost:
+		s.log.Info("camera lost; the session stays up while the agent reconnects")
+		s.send(&proto.Status{Session: s.id, State: proto.StateCameraLost, Message: "Camera not responding — reconnecting…"})
+	case fanout.EventCameraBack:
+		s.send(&proto.Status{Session: s.id, State: proto.StateCameraBack})
+	}
+}
+
 // readRTCP answers keyframe requests (PLI, FIR) from the GOP cache. pion's
 // interceptors handle NACKs and reports on the way.
 func (s *Session) readRTCP(sender *webrtc.RTPSender) {
@@ -755,6 +766,7 @@ func (s *Session) write(sub *fanout.Sub) {
 	vTS := random32()
 	var aOffset uint32
 	var lastIn uint32
+	var lastOut time.Time
 	first, aFirst := true, true
 	select {
 	case <-s.ctx.Done():
@@ -767,6 +779,10 @@ func (s *Session) write(sub *fanout.Sub) {
 		case <-s.ctx.Done():
 			return
 		case f = <-sub.C():
+		}
+		if f.Event != "" {
+			s.cameraEvent(f.Event)
+			continue
 		}
 		behind := time.Since(f.At) > freshAge
 		if !f.Video {
@@ -790,6 +806,14 @@ func (s *Session) write(sub *fanout.Sub) {
 		if delta <= 0 || delta > 5*90000 {
 			delta = defaultDelta
 		}
+		if gap := time.Since(lastOut); !first && !behind && gap > time.Second {
+			// The camera was gone (or reconnected with new timestamps):
+			// advance the clock by the time that passed, or the viewer's
+			// jitter buffer takes the gap for network delay and plays
+			// further and further behind live.
+			delta = int64(gap / (time.Second / 90000))
+		}
+		lastOut = time.Now()
 		var pause time.Duration
 		if behind {
 			delta = max(delta/speed, 90)

@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -21,6 +20,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/peercam/peercam/device-agent/internal/clock"
+	"github.com/peercam/peercam/internal/backoff"
 	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
 )
@@ -109,7 +109,8 @@ func (c *Client) Send(m proto.Message) {
 
 // Run keeps the link up until ctx ends or the rendezvous refuses the device.
 func (c *Client) Run(ctx context.Context) error {
-	backoff := time.Second
+	var down time.Time // when the link was last lost
+	attempt := 0
 	for {
 		start := time.Now()
 		err := c.once(ctx)
@@ -119,21 +120,24 @@ func (c *Client) Run(ctx context.Context) error {
 		if errors.Is(err, ErrRefused) {
 			return err
 		}
-		if time.Since(start) > time.Minute {
-			backoff = time.Second
+		if time.Since(start) > 10*time.Second || down.IsZero() {
+			down, attempt = time.Now(), 0 // it had been up: a new outage
 		}
-		// Jitter keeps a building full of recorders from redialling in step
-		// after an outage.
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := retry.Delay(attempt, time.Since(down))
+		attempt++
 		c.log.Warn("rendezvous link down; redialling", "err", err, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		backoff = min(backoff*2, 30*time.Second)
 	}
 }
+
+// retry is the redial schedule: at most 2 s for the first two minutes of an
+// outage, so an agent is back within 2 s of a restarted server accepting
+// connections, then backing off to 30 s for a server that stays away.
+var retry = backoff.Policy{Fast: 2 * time.Minute, FastMax: 2 * time.Second, SlowMax: 30 * time.Second}
 
 func (c *Client) once(ctx context.Context) error {
 	wsURL, err := WSURL(c.cfg.URL)

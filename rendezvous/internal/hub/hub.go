@@ -491,6 +491,8 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 		sid = m.Session
 	case *proto.Bye:
 		sid = m.Session
+	case *proto.Status:
+		sid = m.Session
 	case *proto.Path:
 		h.mu.Lock()
 		if s := h.sessions[m.Session]; s != nil && s.deviceID == d.id {

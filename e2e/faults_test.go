@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/firmware-sim/faults"
+	"github.com/peercam/peercam/firmware-sim/nvr"
+	"github.com/peercam/peercam/rendezvous/server"
+)
+
+// A camera that stalls (keeps its socket, stops sending) or restarts:
+// the viewer's page says "Camera not responding — reconnecting…" within
+// the stall bound, keeps its WebRTC session, and the picture comes back by
+// itself once the camera sends again. Other cameras are untouched.
+func TestBrowserCameraFaults(t *testing.T) {
+	// The camera sends a keyframe to a new RTSP session, as many do: the
+	// agent's reconnection gets a picture at once instead of waiting up to a
+	// keyframe interval.
+	in := startInfraSim(t, 2, func(c *nvr.Config) { c.KeyframeOnPlay = true })
+	ag, stop := startAgent(t, in, 2, nil)
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
+		t.Fatal(err)
+	}
+	sys := &system{sim: in.sim, rv: in.rv, agent: ag, dataDir: in.dataDir, stopAgent: stop}
+	rec := faults.New(sys.sim, testLogger(t))
+	t.Cleanup(rec.Close)
+	ctx := chromium(t)
+	signIn(t, ctx, sys)
+	frames := func() int {
+		t.Helper()
+		st := sessionStats(t, ctx)
+		if len(st) == 0 {
+			return 0
+		}
+		return st[0].FramesDecoded
+	}
+	open := func() {
+		do(t, ctx, 30*time.Second, "live view of channel 1",
+			evalJS(fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, sys.agent.ID())),
+			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 25; })()`))
+	}
+	open()
+	session := func() string {
+		raw := sessionStats(t, ctx)
+		if len(raw) == 0 {
+			return ""
+		}
+		return raw[0].Camera
+	}
+
+	t.Run("camera stalls and resumes", func(t *testing.T) {
+		lostAt := time.Now()
+		if err := rec.Server().Stall(1, true); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 6*time.Second, "stall shown", waitJS(`document.querySelector('.status').textContent.includes('Camera not responding')`))
+		shown := time.Since(lostAt)
+		screenshot(t, ctx, "camera-stalled")
+		before := frames()
+		backAt := time.Now()
+		if err := rec.Server().Stall(1, false); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 12*time.Second, "picture back after the stall",
+			waitJS(fmt.Sprintf(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > %d + 25; })()`, before)),
+			waitJS(`!document.querySelector('.status').textContent.includes('Camera not responding')`))
+		t.Logf("stall: told after %v; picture back %v after the camera sent again",
+			shown.Round(10*time.Millisecond), time.Since(backAt).Round(10*time.Millisecond))
+		if shown > 3500*time.Millisecond {
+			t.Fatalf("the page said nothing for %v after the camera stalled, want about 3 s", shown)
+		}
+		if session() != "1" {
+			t.Fatal("the live session changed")
+		}
+	})
+
+	t.Run("camera restarts", func(t *testing.T) {
+		before := frames()
+		done := make(chan error, 1)
+		start := time.Now()
+		go func() { done <- rec.Restart(3 * time.Second) }()
+		do(t, ctx, 6*time.Second, "restart shown", waitJS(`document.querySelector('.status').textContent.includes('Camera not responding')`))
+		shown := time.Since(start)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		backAt := time.Now()
+		do(t, ctx, 12*time.Second, "picture back after the restart",
+			waitJS(fmt.Sprintf(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > %d + 25; })()`, before)),
+			waitJS(`!document.querySelector('.status').textContent.includes('Camera not responding')`))
+		back := time.Since(backAt)
+		t.Logf("restart: told after %v; picture back %v after the camera answered again", shown.Round(10*time.Millisecond), back.Round(10*time.Millisecond))
+		if shown > 3500*time.Millisecond {
+			t.Fatalf("the page said nothing for %v after the camera went away, want about 3 s", shown)
+		}
+		if back > 5*time.Second {
+			t.Fatalf("picture back %v after the camera answered, want within about 3 s", back)
+		}
+		screenshot(t, ctx, "camera-back")
+	})
+}

@@ -1,0 +1,110 @@
+// Package faults makes the simulator misbehave on request, as real cameras
+// do, for tests and for people trying the demo: a small HTTP control
+// endpoint on loopback that stalls a channel, resumes it, drops every
+// connection, or restarts the whole recorder after a pause.
+package faults
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/peercam/peercam/firmware-sim/nvr"
+)
+
+// Recorder is the running simulator, restartable in place.
+type Recorder struct {
+	log *slog.Logger
+
+	mu  sync.Mutex // guards srv
+	srv *nvr.Server
+}
+
+// New wraps a running simulator.
+func New(srv *nvr.Server, log *slog.Logger) *Recorder {
+	return &Recorder{srv: srv, log: log.With("component", "faults")}
+}
+
+// Server is the simulator running now.
+func (r *Recorder) Server() *nvr.Server {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.srv
+}
+
+// Restart takes the recorder away (every connection drops, the port
+// refuses) and brings it back on the same address after down, as a camera
+// that reboots.
+func (r *Recorder) Restart(down time.Duration) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg := r.srv.Config()
+	r.srv.Close()
+	r.log.Info("recorder gone", "back_in", down)
+	time.Sleep(down)
+	srv, err := nvr.Start(cfg)
+	if err != nil {
+		return fmt.Errorf("faults: restart: %w", err)
+	}
+	r.srv = srv
+	r.log.Info("recorder back", "addr", cfg.Listen)
+	return nil
+}
+
+// Close stops the recorder.
+func (r *Recorder) Close() { r.Server().Close() }
+
+// Handler is the control endpoint:
+//
+//	POST /stall?channel=N[&seconds=S]  the channel stops sending (until resumed, or for S s)
+//	POST /resume?channel=N             it sends again
+//	POST /restart?seconds=S            the recorder goes away and is back after S s (default 8)
+//	POST /drop                         every connection drops; the recorder is back at once
+func (r *Recorder) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /stall", func(w http.ResponseWriter, req *http.Request) {
+		ch, err := strconv.Atoi(req.URL.Query().Get("channel"))
+		if err == nil {
+			err = r.Server().Stall(ch, true)
+		}
+		if err != nil {
+			http.Error(w, "stall: give ?channel=N of an existing channel", http.StatusBadRequest)
+			return
+		}
+		if s, _ := strconv.ParseFloat(req.URL.Query().Get("seconds"), 64); s > 0 {
+			time.AfterFunc(time.Duration(s*float64(time.Second)), func() { _ = r.Server().Stall(ch, false) })
+		}
+		fmt.Fprintf(w, "channel %d stalled\n", ch)
+	})
+	mux.HandleFunc("POST /resume", func(w http.ResponseWriter, req *http.Request) {
+		ch, err := strconv.Atoi(req.URL.Query().Get("channel"))
+		if err == nil {
+			err = r.Server().Stall(ch, false)
+		}
+		if err != nil {
+			http.Error(w, "resume: give ?channel=N of an existing channel", http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "channel %d resumed\n", ch)
+	})
+	restart := func(w http.ResponseWriter, down time.Duration) {
+		go func() {
+			if err := r.Restart(down); err != nil {
+				r.log.Error("restart failed", "err", err)
+			}
+		}()
+		fmt.Fprintf(w, "restarting; back in %s\n", down)
+	}
+	mux.HandleFunc("POST /restart", func(w http.ResponseWriter, req *http.Request) {
+		down := 8 * time.Second
+		if s, err := strconv.ParseFloat(req.URL.Query().Get("seconds"), 64); err == nil && s >= 0 {
+			down = time.Duration(s * float64(time.Second))
+		}
+		restart(w, down)
+	})
+	mux.HandleFunc("POST /drop", func(w http.ResponseWriter, _ *http.Request) { restart(w, 0) })
+	return mux
+}
