@@ -138,7 +138,9 @@ func TestBrowserLiveView(t *testing.T) {
 	// Tap channel 1: full-screen main stream.
 	do(t, ctx, 30*time.Second, "live view of channel 1",
 		chromedp.Click(`.tile`),
-		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 25 && s.width > 0; })()`),
+		// The grid's sessions are still there until the route changes: wait
+		// for the live view's own.
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.stream === 'main' && s.framesDecoded > 25 && s.width > 0; })()`),
 	)
 	st := sessionStats(t, ctx)
 	if len(st) != 1 {

@@ -307,7 +307,7 @@ func TestBrowserH265AndBFramesFallBack(t *testing.T) {
 	} {
 		do(t, ctx, 30*time.Second, "camera "+tt.camera+" falls back to its sub stream",
 			evalJS(fmt.Sprintf(`location.hash = '#/d/%s/c/%s'`, sys.agent.ID(), tt.camera)),
-			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 45 && s.width === 640; })()`),
+			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.camera === `+strconv.Quote(tt.camera)+` && s.framesDecoded > 45 && s.width === 640; })()`),
 			waitJS(`document.querySelector('.status').textContent.includes('Sub stream') &&
 				document.querySelector('.status').textContent.includes(`+strconv.Quote(tt.says)+`)`),
 		)

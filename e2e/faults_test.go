@@ -3,9 +3,13 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
+	"github.com/peercam/peercam/device-agent/agent"
 	"github.com/peercam/peercam/firmware-sim/faults"
 	"github.com/peercam/peercam/firmware-sim/nvr"
 	"github.com/peercam/peercam/rendezvous/server"
@@ -41,7 +45,7 @@ func TestBrowserCameraFaults(t *testing.T) {
 	open := func() {
 		do(t, ctx, 30*time.Second, "live view of channel 1",
 			evalJS(fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, sys.agent.ID())),
-			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 25; })()`))
+			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.camera === '1' && s.framesDecoded > 25; })()`))
 	}
 	open()
 	session := func() string {
@@ -102,4 +106,63 @@ func TestBrowserCameraFaults(t *testing.T) {
 		}
 		screenshot(t, ctx, "camera-back")
 	})
+}
+
+// The agent restarts (killed, back 3 s later): the open page says "Recorder
+// offline — reconnecting…", never "not found", and plays again by itself
+// soon after the agent registers, without a reload.
+func TestBrowserAgentRestart(t *testing.T) {
+	in := startInfraSim(t, 1, func(c *nvr.Config) { c.KeyframeOnPlay = true })
+	var cfg agent.Config
+	ag, stop := startAgent(t, in, 1, func(c *agent.Config) { cfg = *c })
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
+		t.Fatal(err)
+	}
+	sys := &system{sim: in.sim, rv: in.rv, agent: ag, dataDir: in.dataDir, stopAgent: stop}
+	ctx := chromium(t)
+	signIn(t, ctx, sys)
+	do(t, ctx, 30*time.Second, "live view of channel 1",
+		evalJS(fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, ag.ID())),
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.camera === '1' && s.framesDecoded > 25; })()`))
+	before := sessionStats(t, ctx)[0].FramesDecoded
+
+	stop()
+	do(t, ctx, 5*time.Second, "offline shown", waitJS(`document.querySelector('.status').textContent.includes('Recorder offline')`))
+	screenshot(t, ctx, "recorder-offline")
+	time.Sleep(3 * time.Second)
+	if txt := pageText(t, ctx); strings.Contains(txt, "not found") {
+		t.Fatalf("the page says %q while the agent is away", txt)
+	}
+	// The same agent (same key, same state) comes back.
+	ag2, err := agent.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(in.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag2.Run(actx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 10*time.Second, "agent registered again", func() bool { return in.rv.Hub().Online(ag2.ID()) })
+	registered := time.Now()
+	do(t, ctx, 15*time.Second, "picture back after the agent restart",
+		waitJS(fmt.Sprintf(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > %d + 10; })()`, before)),
+		waitJS(`!document.querySelector('.status').textContent.includes('Recorder offline')`))
+	back := time.Since(registered)
+	t.Logf("agent restart: picture back %v after the agent registered again", back.Round(10*time.Millisecond))
+	if back > 5*time.Second {
+		t.Fatalf("picture back %v after the agent registered, want within 5 s", back)
+	}
+	screenshot(t, ctx, "recorder-back")
+}
+
+func pageText(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(tctx, chromedp.Evaluate[string](`document.body.innerText`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

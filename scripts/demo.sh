@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a simulated 4-channel NVR, a rendezvous and a device agent on this
-# machine, with a demo owner who has claimed the agent. Ctrl-C stops all three.
+# machine, with a demo owner who has claimed the agent. Each program is kept
+# running: one that stops is named and started again after 2 s, so a fault in
+# one (try the simulator's fault control) leaves the others up. Ctrl-C stops
+# all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,23 +31,46 @@ case "$AGENT_HOST" in
   *) INSECURE="insecure_rendezvous: true   # a LAN demo over plain http; use https for real" ;;
 esac
 
+CONTROL_PORT="${PEERCAM_DEMO_CONTROL_PORT:-8099}"
 pids=()
+stopping=""
 stop() {
   trap - INT TERM EXIT
+  stopping=1
   echo
   echo "stopping…"
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap stop INT TERM EXIT
 
-./bin/firmware-sim -listen "127.0.0.1:$RTSP_PORT" -channels 4 2>"$DATA/firmware-sim.log" &
-pids+=($!)
+# keep NAME LOG CMD...: run CMD, and whenever it exits say so and start it
+# again after 2 s.
+keep() {
+  local name=$1 log=$2
+  shift 2
+  (
+    trap 'kill $child 2>/dev/null; exit 0' TERM INT
+    while true; do
+      "$@" 2>>"$log" &
+      child=$!
+      wait $child
+      code=$?
+      echo "  $name stopped (exit $code); restarting it in 2 s — its log: $log" >&2
+      sleep 2
+    done
+  ) &
+  pids+=($!)
+}
+
+: >"$DATA/firmware-sim.log"
+keep firmware-sim "$DATA/firmware-sim.log" ./bin/firmware-sim -listen "127.0.0.1:$RTSP_PORT" -channels 4 \
+  -control "127.0.0.1:$CONTROL_PORT"
 
 ./bin/rendezvous user add "$USER_NAME" -data "$DATA/rendezvous" -password "$PASSWORD" >/dev/null 2>&1 || true
-./bin/rendezvous -data "$DATA/rendezvous" -http "$HOST:$HTTP_PORT" -stun "$HOST:3478" \
-  -public-url "$URL" -stun-url "stun:$PUBLIC_HOST:3478" 2>"$DATA/rendezvous.log" &
-pids+=($!)
+: >"$DATA/rendezvous.log"
+keep rendezvous "$DATA/rendezvous.log" ./bin/rendezvous -data "$DATA/rendezvous" -http "$HOST:$HTTP_PORT" -stun "$HOST:3478" \
+  -public-url "$URL" -stun-url "stun:$PUBLIC_HOST:3478"
 for _ in $(seq 1 50); do
   (exec 3<>"/dev/tcp/$PUBLIC_HOST/$HTTP_PORT") 2>/dev/null && break
   sleep 0.1
@@ -62,8 +88,8 @@ nvr:
   always_on: true
 YAML
 ID="$(./bin/device-agent -config "$DATA/agent.yaml" -print-id)"
-./bin/device-agent -config "$DATA/agent.yaml" 2>"$DATA/device-agent.log" &
-pids+=($!)
+: >"$DATA/device-agent.log"
+keep device-agent "$DATA/device-agent.log" ./bin/device-agent -config "$DATA/agent.yaml"
 
 # Claim the agent for the demo owner once it has registered.
 for _ in $(seq 1 50); do
@@ -80,8 +106,13 @@ cat <<MSG
     user      $USER_NAME
     password  $PASSWORD
 
-  Logs are in $DATA/. Ctrl-C stops everything.
+  Logs are in $DATA/. Ctrl-C stops everything; a program that stops is
+  started again after 2 s.
   (PEERCAM_DEMO_HOST=0.0.0.0 make demo serves phones on your LAN.)
 
+  Make the simulated cameras misbehave while you watch:
+    curl -X POST 'http://127.0.0.1:$CONTROL_PORT/stall?channel=1&seconds=5'   # channel 1 hangs
+    curl -X POST 'http://127.0.0.1:$CONTROL_PORT/restart?seconds=8'           # the recorder reboots
+
 MSG
-wait -n "${pids[@]}" || true
+wait

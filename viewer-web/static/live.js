@@ -38,7 +38,10 @@ export class LiveSession {
 
   start() {
     this.status('Connecting…');
-    this.openWS('').then((m) => this.negotiate(m), (m) => this.fail(m.code || 'network', m.message));
+    this.openWS('').then((m) => this.negotiate(m), (m) => {
+      if (m && m.code === 'device_offline') return this.recorderGone();
+      this.fail(m.code || 'network', m.message);
+    });
     this.watchFirstFrame();
     this.onOnline = () => { if (this.connected && !this.broken) this.breakPath(); };
     window.addEventListener('online', this.onOnline);
@@ -97,11 +100,50 @@ export class LiveSession {
         this.restarts++;
         this.send({ type: 'offer', session: this.session, sdp: offer.sdp });
       } catch (m) {
-        if (m && ['revoked', 'expired', 'unauthorized', 'forbidden', 'not_found'].includes(m.code)) return this.fail(m.code, m.message);
+        // The session is gone with the agent (it restarted): open a new one
+        // once the recorder is back.
+        if (m && (m.code === 'not_found' || m.code === 'device_offline')) return this.recorderGone();
+        if (m && ['revoked', 'expired', 'unauthorized', 'forbidden'].includes(m.code)) return this.fail(m.code, m.message);
       }
       this.restartTimer = setTimeout(tick, 4000);
     };
     tick();
+  }
+
+  // recorderGone: the agent went offline (restarted, lost its link); its
+  // sessions are gone. The page says so, and opens a new session as soon as
+  // the recorder is back, without a reload.
+  recorderGone() {
+    if (this.closed || this.waitingRecorder) return;
+    this.waitingRecorder = true;
+    this.broken = false;
+    this.cameraLost = null;
+    clearTimeout(this.restartTimer);
+    if (this.pc) { const pc = this.pc; this.pc = null; pc.close(); }
+    if (this.ws) { const ws = this.ws; this.ws = null; ws.close(); }
+    this.session = null;
+    this.connected = false;
+    this.pending = [];
+    this.framesBase = this.stats.framesDecoded; // frames count on across sessions
+    this.status('Recorder offline — reconnecting…');
+    const t0 = performance.now();
+    const tick = async () => {
+      if (this.closed) return;
+      let m;
+      try {
+        m = await this.openWS('');
+      } catch (e) {
+        if (e && ['revoked', 'expired', 'unauthorized', 'forbidden'].includes(e.code)) return this.fail(e.code, e.message);
+        if (performance.now() - t0 > 10 * 60000) return this.fail('device_offline');
+        this.recorderTimer = setTimeout(tick, 1000);
+        return;
+      }
+      this.waitingRecorder = false;
+      this.stats.recoveries = (this.stats.recoveries || 0) + 1;
+      this.status('Connecting…');
+      await this.negotiate(m);
+    };
+    this.recorderTimer = setTimeout(tick, 1000);
   }
 
   send(m) {
@@ -146,8 +188,12 @@ export class LiveSession {
           this.stats.cameraLost = !!this.cameraLost;
           if (this.cameraLost) this.status(this.cameraLost);
           return;
-        case 'bye': return this.fail(advice[m.reason] ? m.reason : 'ended', m.reason);
-        case 'error': return this.fail(m.code, m.message);
+        case 'bye':
+          if (m.reason === 'agent shutting down') return this.recorderGone();
+          return this.fail(advice[m.reason] ? m.reason : 'ended', m.reason);
+        case 'error':
+          if (m.code === 'device_offline') return this.recorderGone();
+          return this.fail(m.code, m.message);
       }
     } catch (e) {
       this.fail('internal', String(e));
@@ -163,6 +209,9 @@ export class LiveSession {
     pc.ontrack = (ev) => {
       const v = this.o.video;
       if (!v.srcObject) v.srcObject = new MediaStream();
+      // A new session after the recorder came back: its track replaces the
+      // ended one of the same kind.
+      v.srcObject.getTracks().filter((t) => t.kind === ev.track.kind).forEach((t) => v.srcObject.removeTrack(t));
       v.srcObject.addTrack(ev.track);
       v.play().catch(() => {});
     };
@@ -208,8 +257,9 @@ export class LiveSession {
 
   async pollStats() {
     let lastBytes = 0, lastTime = 0;
-    while (!this.closed && this.pc) {
-      const report = await this.pc.getStats();
+    const pc = this.pc; // a new session (recorder back) polls on its own
+    while (!this.closed && this.pc === pc) {
+      const report = await pc.getStats();
       let pair = null;
       const byId = new Map();
       report.forEach((s) => byId.set(s.id, s));
@@ -218,7 +268,7 @@ export class LiveSession {
           const now = s.timestamp;
           if (lastTime) this.stats.kbps = Math.round(((s.bytesReceived - lastBytes) * 8) / (now - lastTime));
           lastBytes = s.bytesReceived; lastTime = now;
-          this.stats.framesDecoded = s.framesDecoded || 0;
+          this.stats.framesDecoded = (this.framesBase || 0) + (s.framesDecoded || 0);
           this.stats.framesDropped = s.framesDropped || 0;
           this.stats.pliCount = s.pliCount || 0;
           this.stats.width = s.frameWidth || 0;
@@ -252,6 +302,7 @@ export class LiveSession {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.restartTimer);
+    clearTimeout(this.recorderTimer);
     window.removeEventListener('online', this.onOnline);
     if (sayBye && this.session) this.send({ type: 'bye', session: this.session, reason: 'viewer closed' });
     if (this.pc) this.pc.close();
