@@ -166,3 +166,72 @@ func pageText(t *testing.T, ctx context.Context) string {
 	}
 	return s
 }
+
+// The rendezvous restarts: a live peer-to-peer picture does not notice,
+// and the agent is registered again within 2 s of the server accepting
+// connections.
+func TestRendezvousRestart(t *testing.T) {
+	log := testLogger(t)
+	simCfg := nvr.DefaultConfig()
+	simCfg.Listen, simCfg.Channels, simCfg.Logger = "127.0.0.1:0", 1, log
+	sim, err := nvr.Start(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sim.Close)
+	dataDir := t.TempDir()
+	rvCfg := server.DefaultConfig()
+	rvCfg.DataDir, rvCfg.HTTPAddr, rvCfg.STUNAddr, rvCfg.Logger = dataDir, "127.0.0.1:0", "off", log
+	runRV := func(cfg server.Config) (*server.Server, func()) {
+		t.Helper()
+		rv, err := server.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = rv.Run(ctx) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return rv, stop
+	}
+	rv, stopRV := runRV(rvCfg)
+	if err := server.AddUser(context.Background(), dataDir, ownerName, ownerPass); err != nil {
+		t.Fatal(err)
+	}
+	in := &infra{sim: sim, rv: rv, dataDir: dataDir, ctx: context.Background()}
+	ag, _ := startAgent(t, in, 1, func(c *agent.Config) { c.NVR.AlwaysOn = true })
+	waitFor(t, 10*time.Second, "agent online", func() bool { return rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "NVR"); err != nil {
+		t.Fatal(err)
+	}
+	token, err := mintToken(context.Background(), dataDir, ag.ID(), []string{"1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := openWHEP(t, &binSystem{base: rv.URL(), agentID: ag.ID()}, "1", token, true)
+	if w.status != 201 {
+		t.Fatalf("WHEP: %d %s", w.status, w.errorRaw)
+	}
+	w.waitVideo(t)
+
+	addr := rv.Addr()
+	stopRV()
+	time.Sleep(3 * time.Second) // down for a while: the agent's redials fail
+	before := w.packets.Load()
+	rvCfg.HTTPAddr = addr
+	rv2, _ := runRV(rvCfg)
+	up := time.Now()
+	waitFor(t, 10*time.Second, "agent registered with the new server", func() bool { return rv2.Hub().Online(ag.ID()) })
+	again := time.Since(up)
+	t.Logf("rendezvous restart: agent registered %v after the server was back", again.Round(10*time.Millisecond))
+	if again > 2500*time.Millisecond {
+		t.Fatalf("agent took %v to register again, want within about 2 s", again)
+	}
+	if w.packets.Load() <= before {
+		t.Fatal("the live picture stopped while the rendezvous was away")
+	}
+	if gap := time.Since(time.Unix(0, w.lastRTP.Load())); gap > time.Second {
+		t.Fatalf("no video for %v: the peer-to-peer session should not notice the rendezvous", gap)
+	}
+}

@@ -268,6 +268,7 @@ func (s *Server) Run(ctx context.Context) error {
 	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(shut)
+	s.hub.Close() // Shutdown leaves the hijacked WebSockets open
 	if s.stunC != nil {
 		s.stunC.Close()
 	}

@@ -147,6 +147,9 @@ type Hub struct {
 	// unused counts sessions that closed without an offer, per audit line,
 	// until the next flush writes one line for each.
 	unused map[unusedKey]int
+	// conns are the open signaling sockets, closed by Close: an HTTP
+	// server's shutdown leaves hijacked WebSockets open.
+	conns map[*wsconn.Conn]struct{}
 }
 
 type unusedKey struct {
@@ -228,7 +231,7 @@ func New(cfg Config) *Hub {
 		cfg.Logger = slog.Default()
 	}
 	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
-		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}}
+		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}, conns: map[*wsconn.Conn]struct{}{}}
 }
 
 func newID() string {
@@ -262,9 +265,36 @@ func (h *Hub) SessionCount() int {
 	return len(h.sessions)
 }
 
+// track keeps c among the sockets Close ends, until the returned func.
+func (h *Hub) track(c *wsconn.Conn) func() {
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	h.mu.Unlock()
+	return func() {
+		h.mu.Lock()
+		delete(h.conns, c)
+		h.mu.Unlock()
+	}
+}
+
+// Close ends every signaling socket, as a server that stops must: agents
+// then redial (another node, or this one restarted) at once.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	conns := make([]*wsconn.Conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	h.mu.Unlock()
+	for _, c := range conns {
+		c.Close(errors.New("the rendezvous is shutting down"))
+	}
+}
+
 // ServeDevice runs one device connection: handshake, then routing, until the
 // connection ends.
 func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
+	defer h.track(c)()
 	log := h.log.With("remote", remote)
 	d, err := h.handshake(ctx, c)
 	if err != nil {

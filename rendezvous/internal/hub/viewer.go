@@ -35,6 +35,7 @@ type ViewerConn struct {
 
 // ServeViewer runs one viewer connection until it ends.
 func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
+	defer h.track(c)()
 	v, parse := vc.Viewer, vc.Parse
 	ep := &wsViewer{conn: c}
 	log := h.log.With("remote", vc.Remote)
