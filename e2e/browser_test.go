@@ -161,6 +161,16 @@ func TestBrowserLiveView(t *testing.T) {
 	do(t, ctx, 5*time.Second, "status line", waitJS(`document.querySelector('.status').textContent.includes('1280×720')`))
 	screenshot(t, ctx, "live-channel-1")
 
+	// A fast route change, home then straight back to live: the home view's
+	// late answer must not render into the live page.
+	do(t, ctx, 10*time.Second, "fast route change",
+		evalJS(`location.hash = '#/'; setTimeout(() => { location.hash = '#/d/`+sys.agent.ID()+`/c/1'; }, 0)`),
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > 10; })()`))
+	time.Sleep(500 * time.Millisecond)
+	if leaked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.querySelector('a.device') !== null || document.body.textContent.includes('Add a device')`)); err != nil || leaked {
+		t.Fatalf("the home view rendered into the live page (%v)", err)
+	}
+
 	// Error pages: a camera the recorder cannot reach, then the recorder gone.
 	do(t, ctx, 20*time.Second, "camera unreachable page",
 		evalJS(`location.hash = '#/d/`+sys.agent.ID()+`/c/gate'`),

@@ -67,7 +67,7 @@ function params() {
 let routeGen = 0;
 
 async function route() {
-  routeGen++;
+  const gen = ++routeGen;
   stopSessions();
   $view.replaceChildren();
   const hash = location.hash;
@@ -79,6 +79,7 @@ async function route() {
   } catch {
     me = null;
   }
+  if (gen !== routeGen) return; // another route started meanwhile: it renders
   if (!me) return viewLogin(p.get('claim'));
   let m;
   if ((m = hash.match(/^#\/d\/([^/]+)\/c\/([^/]+)$/))) return viewLive(decodeURIComponent(m[1]), decodeURIComponent(m[2]));
@@ -150,13 +151,15 @@ function ago(iso) {
 
 async function viewDevices(claim) {
   setChrome('Your devices');
+  const gen = routeGen;
   let devices;
   try {
     devices = await api('GET', '/api/devices');
   } catch (e) {
-    $view.append(errorBox(`Could not load your devices: ${e.message}`));
+    if (gen === routeGen) $view.append(errorBox(`Could not load your devices: ${e.message}`));
     return;
   }
+  if (gen !== routeGen) return; // the person has moved on
   const list = h('div', { class: 'devices' });
   if (devices.length === 0) list.append(h('p', { class: 'notice info' }, 'No devices yet. Start the PeerCam agent on your recorder; it prints a claim code to enter below.'));
   for (const d of devices) {
@@ -202,13 +205,15 @@ async function signOutEverywhere() {
 }
 
 async function viewDevice(id) {
+  const gen = routeGen;
   let devices;
   try {
     devices = await api('GET', '/api/devices');
   } catch (e) {
-    $view.append(errorBox(e.message));
+    if (gen === routeGen) $view.append(errorBox(e.message));
     return;
   }
+  if (gen !== routeGen) return;
   const d = devices.find((x) => x.id === id);
   if (!d) {
     setChrome('Not found', '#/');
@@ -229,13 +234,15 @@ const presets = [['1 hour', 3600], ['8 hours', 28800], ['1 day', 86400], ['7 day
 
 async function viewNewShare(id) {
   setChrome('Share with a guest', `#/d/${encodeURIComponent(id)}`);
+  const gen = routeGen;
   let d;
   try {
     d = (await api('GET', '/api/devices')).find((x) => x.id === id);
   } catch (e) {
-    $view.append(errorBox(e.message));
+    if (gen === routeGen) $view.append(errorBox(e.message));
     return;
   }
+  if (gen !== routeGen) return;
   if (!d) { $view.append(errorBox('This device is not on your account.')); return; }
   const err = h('div');
   const result = h('div');
@@ -275,13 +282,15 @@ async function viewNewShare(id) {
 
 async function viewShares() {
   setChrome('Shares', '#/');
+  const gen = routeGen;
   let shares, devices;
   try {
     [shares, devices] = await Promise.all([api('GET', '/api/shares'), api('GET', '/api/devices')]);
   } catch (e) {
-    $view.append(errorBox(e.message));
+    if (gen === routeGen) $view.append(errorBox(e.message));
     return;
   }
+  if (gen !== routeGen) return;
   const devName = (id) => (devices.find((d) => d.id === id) || { name: id.slice(0, 6) }).name;
   if (shares.length === 0) {
     $view.append(h('p', { class: 'notice info' }, 'No shares yet. Open a device and tap “Share cameras with a guest”.'));
@@ -346,8 +355,10 @@ function viewLive(deviceId, cameraId, opts = {}) {
     video, overlay,
     h('div', { class: 'bottom' }, status, unmute));
   $view.append(page);
+  const gen = routeGen;
   if (opts.title) name.textContent = opts.title;
   else api('GET', '/api/devices').then((ds) => {
+    if (gen !== routeGen) return;
     const d = ds.find((x) => x.id === deviceId);
     const c = d && d.cameras.find((x) => x.id === cameraId);
     if (c) { name.textContent = `${c.name} · ${d.name}`; document.title = `${c.name} · PeerCam`; }
