@@ -221,3 +221,22 @@ func TestLogFileCapped(t *testing.T) {
 		t.Fatalf("only %d bytes kept; the newest lines must survive", total)
 	}
 }
+
+// Whatever agent.yaml holds, loading and checking it returns an error or a
+// config; it never panics.
+func FuzzLoadConfig(f *testing.F) {
+	f.Add("rendezvous: https://rv.example.net\ncameras:\n  - url: rtsp://a/b\n")
+	f.Add("rendezvous: http://127.0.0.1:8080\nnvr:\n  url: rtsp://x/{channel}\n  channels: 4\nonvif: auto\n")
+	f.Add("onvif: [{host: 10.0.0.1, user: a, pass: b}]\nmemory_limit: 64MiB\n")
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, yaml string) {
+		p := filepath.Join(dir, "agent.yaml")
+		if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if cfg, err := LoadConfig(p); err == nil {
+			_ = cfg.Validate()
+			_ = cfg.ResolvedCameras()
+		}
+	})
+}

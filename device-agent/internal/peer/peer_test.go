@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/pion/sdp/v3"
 
+	"github.com/peercam/peercam/internal/media/h265"
 	"github.com/peercam/peercam/proto"
 )
 
@@ -117,4 +119,78 @@ func TestEarlyCandidatesBounded(t *testing.T) {
 	if err := m.AddCandidate(&proto.Candidate{Session: "after-refusals", Candidate: cand.Candidate}); err != nil {
 		t.Fatalf("stale early candidates still block new sessions: %v", err)
 	}
+}
+
+// H.265: the camera's profile and tier must be offered; level-id is not
+// matched, and the answer states the camera's.
+func TestChooseH265(t *testing.T) {
+	raw, err := os.ReadFile("../../../firmware-sim/camera/clips/ch1-main.h265")
+	if err != nil {
+		t.Fatal(err)
+	}
+	aus, err := h265.SplitAccessUnits(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sps, _ := h265.ParamSets(aus[0])
+	p, _ := h265.ParseSPS(sps)
+	offer := func(rtpmaps ...string) *sdp.SessionDescription {
+		t.Helper()
+		var b strings.Builder
+		b.WriteString("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF")
+		for i := range rtpmaps {
+			b.WriteString(" " + strconv.Itoa(96+i))
+		}
+		b.WriteString("\r\nc=IN IP4 0.0.0.0\r\n")
+		for i, r := range rtpmaps {
+			name, fmtp, _ := strings.Cut(r, " ")
+			pt := strconv.Itoa(96 + i)
+			b.WriteString("a=rtpmap:" + pt + " " + name + "/90000\r\na=fmtp:" + pt + " " + fmtp + "\r\n")
+		}
+		var s sdp.SessionDescription
+		if err := s.Unmarshal([]byte(b.String())); err != nil {
+			t.Fatal(err)
+		}
+		return &s
+	}
+	for _, tt := range []struct {
+		name  string
+		offer []string
+		ok    bool
+	}{
+		{"Safari's Main offer, another level", []string{"H265 level-id=180;profile-id=1;tier-flag=0;tx-mode=SRST"}, true},
+		{"Main 10 only", []string{"H265 level-id=93;profile-id=2;tier-flag=0;tx-mode=SRST"}, false},
+		{"high tier only", []string{"H265 level-id=93;profile-id=1;tier-flag=1;tx-mode=SRST"}, false},
+		{"no H.265 at all", []string{"H264 packetization-mode=1;profile-level-id=42e01f"}, false},
+		{"defaults (no fmtp params)", []string{"H265 x=1"}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fmtp, err := chooseH265(offer(tt.offer...), sps)
+			if !tt.ok {
+				if !errors.Is(err, ErrCodec) {
+					t.Fatalf("err %v, want ErrCodec", err)
+				}
+				return
+			}
+			if err != nil || fmtp != p.Fmtp() {
+				t.Fatalf("fmtp %q (%v), want the camera's %q", fmtp, err, p.Fmtp())
+			}
+		})
+	}
+}
+
+// Whatever SDP a viewer sends, the agent's codec handling returns.
+func FuzzOffer(f *testing.F) {
+	f.Add("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1;profile-level-id=42e01f\r\na=rtpmap:97 H265/90000\r\na=fmtp:97 profile-id=1\r\n")
+	sps264 := []byte{0x67, 0x42, 0xe0, 0x1f}
+	f.Fuzz(func(t *testing.T, s string) {
+		_ = OfferedCodecs(s)
+		var d sdp.SessionDescription
+		if d.Unmarshal([]byte(s)) != nil {
+			return
+		}
+		_, _, _ = chooseH264(&d, sps264)
+		_, _ = chooseH265(&d, []byte{0x42, 0x01})
+		_ = offersAudio(&d, "audio/PCMU")
+	})
 }
