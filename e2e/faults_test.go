@@ -235,3 +235,56 @@ func TestRendezvousRestart(t *testing.T) {
 		t.Fatalf("no video for %v: the peer-to-peer session should not notice the rendezvous", gap)
 	}
 }
+
+// A camera that sends garbage (truncated packets, random payloads, junk
+// between frames): the agent drops what it cannot use, says so once per
+// summary interval, and its viewers resume at the next keyframe; the other
+// camera's viewer does not notice.
+func TestCameraGarbage(t *testing.T) {
+	in := startInfraSim(t, 2, func(c *nvr.Config) { c.KeyframeOnPlay = true })
+	log := &syncBuffer{}
+	ag, _ := startAgentLog(t, in, 2, func(c *agent.Config) {
+		c.SummaryEvery = time.Second
+		c.NVR.AlwaysOn = true
+	}, slogTo(log))
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "NVR"); err != nil {
+		t.Fatal(err)
+	}
+	bs := &binSystem{base: in.rv.URL(), agentID: ag.ID()}
+	watch := func(cam string) *liveWHEP {
+		tok, err := mintToken(context.Background(), in.dataDir, ag.ID(), []string{cam}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := openWHEP(t, bs, cam, tok, true)
+		if w.status != 201 {
+			t.Fatalf("WHEP camera %s: %d %s", cam, w.status, w.errorRaw)
+		}
+		w.waitVideo(t)
+		return w
+	}
+	clean, noisy := watch("1"), watch("2")
+	if err := in.sim.Garbage(2, true); err != nil {
+		t.Fatal(err)
+	}
+	// For 3 s the other camera's picture flows on without a gap.
+	var worst time.Duration
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		worst = max(worst, time.Since(time.Unix(0, clean.lastRTP.Load())))
+	}
+	if worst > 500*time.Millisecond {
+		t.Fatalf("camera 1's picture stalled %v while camera 2 sent garbage", worst)
+	}
+	if err := in.sim.Garbage(2, false); err != nil {
+		t.Fatal(err)
+	}
+	before := noisy.packets.Load()
+	waitFor(t, 10*time.Second, "camera 2's viewer receiving again", func() bool { return noisy.packets.Load() > before+100 })
+	waitFor(t, 5*time.Second, "the garbage summarised in the log", func() bool {
+		return strings.Contains(log.String(), "unusable video packets") && strings.Contains(log.String(), "stream=2/main")
+	})
+	if n := strings.Count(log.String(), "unusable video packets"); n > 8 {
+		t.Fatalf("%d summary lines for 3 s of garbage: it must be one per interval, not one per packet", n)
+	}
+}

@@ -159,3 +159,12 @@ func mintToken(ctx context.Context, dataDir, device string, cameras []string, tt
 	t, err := server.MintToken(ctx, dataDir, device, cameras, ttl)
 	return t.Token, err
 }
+
+// slogTo is a logger writing text lines to w (and to stderr with
+// PEERCAM_TEST_LOG set), for tests that read a component's log.
+func slogTo(w io.Writer) *slog.Logger {
+	if os.Getenv("PEERCAM_TEST_LOG") != "" {
+		w = io.MultiWriter(w, os.Stderr)
+	}
+	return slog.New(slog.NewTextHandler(w, nil))
+}

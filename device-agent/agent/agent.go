@@ -105,8 +105,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	for _, c := range cams {
 		a.cameras[c.ID] = c
 		protoCams = append(protoCams, proto.Camera{ID: c.ID, Name: c.Name, HasSub: c.SubURL != ""})
-		mainCfg := fanout.Config{Name: c.ID + "/main", URL: c.URL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn, Logger: a.log}
-		subCfg := fanout.Config{Name: c.ID + "/sub", URL: c.SubURL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, Logger: a.log}
+		mainCfg := fanout.Config{Name: c.ID + "/main", URL: c.URL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn,
+			SummaryEvery: cfg.SummaryEvery, Logger: a.log}
+		subCfg := fanout.Config{Name: c.ID + "/sub", URL: c.SubURL, Transport: cfg.RTSPTransport, Linger: cfg.Linger,
+			SummaryEvery: cfg.SummaryEvery, Logger: a.log}
 		if oc, ok := resolvers[c.ID]; ok {
 			mainCfg.Resolve, subCfg.Resolve = oc.resolver(proto.StreamMain), oc.resolver(proto.StreamSub)
 		}

@@ -69,6 +69,9 @@ type Config struct {
 	// SystemClock reads the box's clock; tests set a wrong one. Nil is
 	// time.Now.
 	SystemClock func() time.Time `yaml:"-"`
+	// SummaryEvery is how often malformed camera input is summarised in
+	// the log; one minute unless set (tests).
+	SummaryEvery time.Duration `yaml:"-"`
 	// Cameras lists single cameras.
 	Cameras []CameraConfig `yaml:"cameras"`
 	// NVR describes a recorder whose channels follow one URL pattern.

@@ -210,6 +210,29 @@ func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet), keyfram
 	}
 }
 
+// Mangle returns a frame's packets as a failing camera sends them: every
+// third packet truncated, every fifth one's payload random bytes, and a junk
+// packet (random payload, same stream) after each frame.
+func Mangle(pkts []*rtp.Packet) []*rtp.Packet {
+	out := make([]*rtp.Packet, 0, len(pkts)+1)
+	for i, p := range pkts {
+		q := &rtp.Packet{Header: p.Header, Payload: append([]byte(nil), p.Payload...)}
+		switch {
+		case i%3 == 1 && len(q.Payload) > 2:
+			q.Payload = q.Payload[:len(q.Payload)/2]
+		case i%5 == 2:
+			randBytes(q.Payload)
+		}
+		out = append(out, q)
+	}
+	if len(pkts) > 0 {
+		junk := &rtp.Packet{Header: pkts[len(pkts)-1].Header, Payload: make([]byte, 1+int(randUint32()%300))}
+		randBytes(junk.Payload)
+		out = append(out, junk)
+	}
+	return out
+}
+
 // AudioFormat is the format of the simulated microphone.
 func AudioFormat() *format.G711 {
 	return &format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}

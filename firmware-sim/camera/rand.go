@@ -10,3 +10,5 @@ func randUint32() uint32 {
 	_, _ = rand.Read(b[:])
 	return binary.BigEndian.Uint32(b[:])
 }
+
+func randBytes(b []byte) { _, _ = rand.Read(b) }

@@ -61,6 +61,8 @@ func (r *Recorder) Close() { r.Server().Close() }
 //
 //	POST /stall?channel=N[&seconds=S]  the channel stops sending (until resumed, or for S s)
 //	POST /resume?channel=N             it sends again
+//	POST /garbage?channel=N[&seconds=S] its video turns malformed (until /clean, or for S s)
+//	POST /clean?channel=N              it is clean again
 //	POST /restart?seconds=S            the recorder goes away and is back after S s (default 8)
 //	POST /drop                         every connection drops; the recorder is back at once
 func (r *Recorder) Handler() http.Handler {
@@ -90,6 +92,24 @@ func (r *Recorder) Handler() http.Handler {
 		}
 		fmt.Fprintf(w, "channel %d resumed\n", ch)
 	})
+	toggle := func(path, what string, set func(*nvr.Server, int, bool) error, on bool) {
+		mux.HandleFunc("POST "+path, func(w http.ResponseWriter, req *http.Request) {
+			ch, err := strconv.Atoi(req.URL.Query().Get("channel"))
+			if err == nil {
+				err = set(r.Server(), ch, on)
+			}
+			if err != nil {
+				http.Error(w, path[1:]+": give ?channel=N of an existing channel", http.StatusBadRequest)
+				return
+			}
+			if s, _ := strconv.ParseFloat(req.URL.Query().Get("seconds"), 64); on && s > 0 {
+				time.AfterFunc(time.Duration(s*float64(time.Second)), func() { _ = set(r.Server(), ch, false) })
+			}
+			fmt.Fprintf(w, "channel %d %s\n", ch, what)
+		})
+	}
+	toggle("/garbage", "sends garbage", (*nvr.Server).Garbage, true)
+	toggle("/clean", "is clean again", (*nvr.Server).Garbage, false)
 	restart := func(w http.ResponseWriter, down time.Duration) {
 		go func() {
 			if err := r.Restart(down); err != nil {

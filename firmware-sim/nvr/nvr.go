@@ -114,6 +114,9 @@ type Server struct {
 	// stalled holds a flag per channel: set, the channel keeps its
 	// connections but sends nothing, as a hung camera does.
 	stalled map[int]*atomic.Bool
+	// garbage holds a flag per channel: set, the channel's video is
+	// mangled (truncated packets, random payloads, junk in between).
+	garbage map[int]*atomic.Bool
 	// keyframe asks a stream's player for a keyframe now.
 	keyframe map[streamKey]chan struct{}
 	closed   sync.Once
@@ -128,9 +131,10 @@ func Start(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
-		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}}
+		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, garbage: map[int]*atomic.Bool{},
+		keyframe: map[streamKey]chan struct{}{}}
 	for ch := 1; ch <= cfg.Channels; ch++ {
-		s.stalled[ch] = new(atomic.Bool)
+		s.stalled[ch], s.garbage[ch] = new(atomic.Bool), new(atomic.Bool)
 	}
 
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -215,10 +219,13 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		stalled := s.stalled[ch]
+		stalled, garbage := s.stalled[ch], s.garbage[ch]
 		err := clip.PlayVideo(ctx, func(pkts []*rtp.Packet) {
 			if stalled.Load() {
 				return
+			}
+			if garbage.Load() {
+				pkts = camera.Mangle(pkts)
 			}
 			for _, p := range pkts {
 				_ = st.WritePacketRTP(video, p)
@@ -288,6 +295,19 @@ func (s *Server) Stall(channel int, stalled bool) error {
 	}
 	f.Store(stalled)
 	s.log.Info("channel stall", "channel", channel, "stalled", stalled)
+	return nil
+}
+
+// Garbage makes a channel's video malformed (on true) or clean again: some
+// packets truncated, some payloads random bytes, junk packets in between,
+// as a failing camera or a bad link delivers.
+func (s *Server) Garbage(channel int, on bool) error {
+	f := s.garbage[channel]
+	if f == nil {
+		return fmt.Errorf("nvr: channel %d does not exist", channel)
+	}
+	f.Store(on)
+	s.log.Info("channel garbage", "channel", channel, "on", on)
 	return nil
 }
 

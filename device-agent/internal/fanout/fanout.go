@@ -109,6 +109,10 @@ type Config struct {
 	// ReadyTimeout bounds the wait for the camera's first parameter sets.
 	// Default 10 s.
 	ReadyTimeout time.Duration
+	// SummaryEvery is how often malformed input from the camera is
+	// summarised in the log (one line, only when there was some). Default
+	// one minute.
+	SummaryEvery time.Duration
 	// Resolve, when set, looks the stream's URL up again (ONVIF) after the
 	// pull failed: a camera that moved its RTSP path or port keeps working.
 	Resolve func(context.Context) (string, error)
@@ -155,6 +159,9 @@ type Stream struct {
 
 	// down is set from a lost camera until its next keyframe.
 	down bool
+	// bad counts unusable packets by what was wrong, since the last
+	// summary.
+	bad map[string]int
 
 	// Counters, read with Stats.
 	frames, dropped atomic.Uint64
@@ -183,6 +190,9 @@ func New(cfg Config) *Stream {
 	}
 	if cfg.ReadyTimeout == 0 {
 		cfg.ReadyTimeout = 10 * time.Second
+	}
+	if cfg.SummaryEvery == 0 {
+		cfg.SummaryEvery = time.Minute
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -289,6 +299,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 	markReady := func() { readyOnce.Do(func() { close(ready) }) }
 	url := s.cfg.URL
 	var outage time.Time // when the camera was lost; zero while it is up
+	go s.summarise(ctx)
 	for attempt := 0; ; attempt++ {
 		var enc encoder
 		rctx, stopRun := context.WithCancel(ctx)
@@ -311,6 +322,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 					}
 				},
 				OnAudio: s.onAudio,
+				OnBad:   s.onBad,
 			})
 		stopRun()
 		if ctx.Err() != nil {
@@ -400,6 +412,57 @@ func (s *Stream) watchdog(ctx context.Context, stop context.CancelFunc) func() t
 		}
 	}()
 	return func() time.Duration { return time.Duration(fired.Load()) }
+}
+
+// onBad counts an unusable packet.
+func (s *Stream) onBad(what string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bad == nil {
+		s.bad = map[string]int{}
+	}
+	s.bad[what]++
+}
+
+// BadPackets returns the unusable packets counted since the last summary.
+func (s *Stream) BadPackets() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, c := range s.bad {
+		n += c
+	}
+	return n
+}
+
+// summarise logs the unusable packets once per SummaryEvery, one line
+// however many, while the stream runs: a camera sending junk is worth
+// knowing of, and a log line per packet would bury everything else.
+func (s *Stream) summarise(ctx context.Context) {
+	t := time.NewTicker(s.cfg.SummaryEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		bad := s.bad
+		s.bad = nil
+		s.mu.Unlock()
+		if len(bad) == 0 {
+			continue
+		}
+		total := 0
+		args := []any{}
+		for what, n := range bad {
+			total += n
+			args = append(args, what, n)
+		}
+		s.log.Warn("the camera sent unusable video packets; they were dropped and viewers resumed at the next keyframe",
+			append([]any{"packets", total, "over", s.cfg.SummaryEvery}, args...)...)
+	}
 }
 
 // lost tells every viewer the camera is gone and drops the cached GOP.

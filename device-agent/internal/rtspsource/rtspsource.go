@@ -68,6 +68,10 @@ type Handler struct {
 	OnVideo func(au [][]byte, ts uint32)
 	// OnAudio gets each audio RTP packet.
 	OnAudio func(pkt *rtp.Packet)
+	// OnBad, when set, hears of each packet that could not be used
+	// (truncated, malformed, out of place), with what was wrong: the
+	// stream goes on, and the caller counts and summarises.
+	OnBad func(what string)
 }
 
 // Config says what to pull.
@@ -156,9 +160,8 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	c.OnPacketRTP(video, videoFormat, func(pkt *rtp.Packet) {
 		au, err := decode(pkt)
 		if err != nil {
-			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) &&
-				!errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) && cfg.Logger != nil {
-				cfg.Logger.Debug("video depacketize", "codec", info.Codec, "err", err)
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrMorePacketsNeeded) && h.OnBad != nil {
+				h.OnBad(badKind(err))
 			}
 			return
 		}
@@ -195,6 +198,22 @@ func depacketizer(f format.Format) (func(*rtp.Packet) ([][]byte, error), error) 
 		return dec.Decode, nil
 	}
 	return nil, fmt.Errorf("%w: %s", ErrNoVideo, f.Codec())
+}
+
+// badKind names what was wrong with a packet, for the summary: a few
+// stable words rather than every error's text.
+func badKind(err error) string {
+	switch {
+	case errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious), errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious):
+		return "fragment without its start"
+	}
+	msg := err.Error()
+	for _, k := range []string{"invalid", "too big", "short", "unsupported", "discontinuity"} {
+		if strings.Contains(msg, k) {
+			return "malformed (" + k + ")"
+		}
+	}
+	return "malformed"
 }
 
 func describeFormats(desc *description.Session) string {
