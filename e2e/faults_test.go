@@ -82,6 +82,24 @@ func TestBrowserCameraFaults(t *testing.T) {
 		}
 	})
 
+	t.Run("camera changes resolution mid-stream", func(t *testing.T) {
+		if err := rec.Server().Resize(1, true); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 10*time.Second, "new size shown without a reload",
+			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.width === 640 && s.height === 360; })()`),
+			waitJS(`document.querySelector('.status').textContent.includes('640×360')`))
+		screenshot(t, ctx, "camera-resized")
+		if err := rec.Server().Resize(1, false); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 10*time.Second, "back to its own size",
+			waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.width === 1280 && s.height === 720; })()`))
+		if session() != "1" {
+			t.Fatal("the live session changed")
+		}
+	})
+
 	t.Run("camera restarts", func(t *testing.T) {
 		before := frames()
 		done := make(chan error, 1)

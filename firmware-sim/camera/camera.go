@@ -177,8 +177,10 @@ func (c *Clip) encoder() (encoder, error) {
 // PlayVideo loops the clip in real time, handing each frame's RTP packets to
 // write, until ctx ends. Timestamps and sequence numbers run on across loops so a
 // client never sees time jump back. A receive on keyframe makes the next frame
-// the clip's first, a keyframe, as a camera asked for one sends it.
-func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet), keyframe <-chan struct{}) error {
+// the clip's first, a keyframe, as a camera asked for one sends it; a clip
+// received on swap replaces this one from its first frame, as a camera
+// reconfigured to another resolution does (its new SPS/PPS in band).
+func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet), keyframe <-chan struct{}, swap <-chan *Clip) error {
 	enc, err := c.encoder()
 	if err != nil {
 		return fmt.Errorf("camera: %s: %w", c.Name, err)
@@ -195,6 +197,10 @@ func (c *Clip) PlayVideo(ctx context.Context, write func([]*rtp.Packet), keyfram
 		select {
 		case <-keyframe:
 			idx = 0
+		case next := <-swap:
+			// Go on from here at the new clip's pace and timestamps.
+			baseTS += uint32(int64(n) * clockRate / int64(c.FPS))
+			start, n, idx, c = time.Now(), 0, 0, next
 		default:
 		}
 		pkts, err := enc.Encode(c.AUs[idx%len(c.AUs)])

@@ -63,6 +63,7 @@ func (r *Recorder) Close() { r.Server().Close() }
 //	POST /resume?channel=N             it sends again
 //	POST /garbage?channel=N[&seconds=S] its video turns malformed (until /clean, or for S s)
 //	POST /clean?channel=N              it is clean again
+//	POST /resize?channel=N&small=1     its main stream switches to 640×360 mid-stream (small=0: back)
 //	POST /restart?seconds=S            the recorder goes away and is back after S s (default 8)
 //	POST /drop                         every connection drops; the recorder is back at once
 func (r *Recorder) Handler() http.Handler {
@@ -110,6 +111,17 @@ func (r *Recorder) Handler() http.Handler {
 	}
 	toggle("/garbage", "sends garbage", (*nvr.Server).Garbage, true)
 	toggle("/clean", "is clean again", (*nvr.Server).Garbage, false)
+	mux.HandleFunc("POST /resize", func(w http.ResponseWriter, req *http.Request) {
+		ch, err := strconv.Atoi(req.URL.Query().Get("channel"))
+		if err == nil {
+			err = r.Server().Resize(ch, req.URL.Query().Get("small") != "0")
+		}
+		if err != nil {
+			http.Error(w, "resize: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "channel %d resized\n", ch)
+	})
 	restart := func(w http.ResponseWriter, down time.Duration) {
 		go func() {
 			if err := r.Restart(down); err != nil {

@@ -117,8 +117,10 @@ type Server struct {
 	// garbage holds a flag per channel: set, the channel's video is
 	// mangled (truncated packets, random payloads, junk in between).
 	garbage map[int]*atomic.Bool
-	// keyframe asks a stream's player for a keyframe now.
+	// keyframe asks a stream's player for a keyframe now; swap hands it
+	// another clip (a resolution change).
 	keyframe map[streamKey]chan struct{}
+	swap     map[streamKey]chan *camera.Clip
 	closed   sync.Once
 }
 
@@ -132,7 +134,7 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
 		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, garbage: map[int]*atomic.Bool{},
-		keyframe: map[streamKey]chan struct{}{}}
+		keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{}}
 	for ch := 1; ch <= cfg.Channels; ch++ {
 		s.stalled[ch], s.garbage[ch] = new(atomic.Bool), new(atomic.Bool)
 	}
@@ -215,6 +217,8 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	s.clips[streamKey{ch, kind}] = clip
 	kick := make(chan struct{}, 1)
 	s.keyframe[streamKey{ch, kind}] = kick
+	swap := make(chan *camera.Clip, 1)
+	s.swap[streamKey{ch, kind}] = swap
 
 	s.wg.Add(1)
 	go func() {
@@ -230,7 +234,7 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 			for _, p := range pkts {
 				_ = st.WritePacketRTP(video, p)
 			}
-		}, kick)
+		}, kick, swap)
 		if err != nil {
 			s.log.Error("video stopped", "channel", ch, "stream", kind, "err", err)
 		}
@@ -308,6 +312,30 @@ func (s *Server) Garbage(channel int, on bool) error {
 	}
 	f.Store(on)
 	s.log.Info("channel garbage", "channel", channel, "on", on)
+	return nil
+}
+
+// Resize makes a channel's main stream switch to its sub stream's picture
+// (small true: 640×360, 15 fps) or back to its own, mid-stream, with new
+// SPS/PPS in band, as a camera reconfigured by its owner does.
+func (s *Server) Resize(channel int, small bool) error {
+	swap := s.swap[streamKey{channel, camera.Main}]
+	if swap == nil {
+		return fmt.Errorf("nvr: channel %d does not exist", channel)
+	}
+	clip, err := camera.LoadClip(channel, camera.Sub)
+	if !small {
+		clip, err = camera.LoadClip(channel, camera.Main)
+	}
+	if err != nil {
+		return err
+	}
+	select {
+	case swap <- clip:
+	default:
+		return fmt.Errorf("nvr: channel %d is already changing", channel)
+	}
+	s.log.Info("channel resized", "channel", channel, "width", clip.Width, "height", clip.Height)
 	return nil
 }
 

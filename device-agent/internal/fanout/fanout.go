@@ -7,6 +7,7 @@
 package fanout
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -558,8 +559,9 @@ func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) 
 		key = h265.IsKeyframe(au)
 		if vps, sps, pps := h265.ParamSets(au); vps != nil && sps != nil && pps != nil {
 			s.mu.Lock()
+			changed := !bytes.Equal(sps, s.sps) || !bytes.Equal(pps, s.pps) || !bytes.Equal(vps, s.vps)
 			s.vps, s.sps, s.pps = vps, sps, pps
-			if s.info == nil {
+			if s.info == nil || changed {
 				s.setInfoLocked()
 				markReady()
 			}
@@ -574,8 +576,12 @@ func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) 
 	} else {
 		if sps, pps := h264.ParamSets(au); sps != nil && pps != nil {
 			s.mu.Lock()
+			changed := !bytes.Equal(sps, s.sps) || !bytes.Equal(pps, s.pps)
 			s.sps, s.pps = sps, pps
-			if s.info == nil {
+			if s.info == nil || changed {
+				// New parameter sets (the camera was reconfigured): they
+				// go before every keyframe from now on, and new viewers
+				// negotiate for them.
 				s.setInfoLocked()
 				markReady()
 			}
