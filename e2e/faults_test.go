@@ -306,3 +306,37 @@ func TestCameraGarbage(t *testing.T) {
 		t.Fatalf("%d summary lines for 3 s of garbage: it must be one per interval, not one per packet", n)
 	}
 }
+
+// Limits: one more viewer than a camera's cap gets a documented refusal
+// that says which limit, and costs the viewers already watching nothing.
+func TestViewerLimits(t *testing.T) {
+	in := startInfraSim(t, 2, func(c *nvr.Config) { c.KeyframeOnPlay = true })
+	ag, _ := startAgent(t, in, 2, func(c *agent.Config) { c.MaxViewersPerCamera = 1 })
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "NVR"); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := mintToken(context.Background(), in.dataDir, ag.ID(), []string{"1", "2"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := &binSystem{base: in.rv.URL(), agentID: ag.ID()}
+	first := openWHEP(t, bs, "1", tok, true)
+	if first.status != 201 {
+		t.Fatalf("first viewer: %d %s", first.status, first.errorRaw)
+	}
+	first.waitVideo(t)
+	second := openWHEP(t, bs, "1", tok, true)
+	if second.status != 503 || second.code(t) != "rate_limited" || !strings.Contains(second.errorRaw, "max_viewers_per_camera") {
+		t.Fatalf("second viewer of camera 1: %d %s, want 503 naming max_viewers_per_camera", second.status, second.errorRaw)
+	}
+	other := openWHEP(t, bs, "2", tok, true)
+	if other.status != 201 {
+		t.Fatalf("camera 2 beside it: %d %s", other.status, other.errorRaw)
+	}
+	n := first.packets.Load()
+	time.Sleep(300 * time.Millisecond)
+	if first.packets.Load() <= n {
+		t.Fatal("the first viewer's picture stopped when a second was refused")
+	}
+}

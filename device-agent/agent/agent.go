@@ -132,6 +132,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	pcfg := peer.Config{
 		UDPMux:          webrtc.NewICEUDPMux(logging.PionFactory{Log: a.log}.NewLogger("udpmux"), a.udp),
 		IncludeLoopback: loopback,
+		QueueFrames:     cfg.ViewerQueueFrames,
 		Logger:          a.log,
 	}
 	if len(protocols) > 0 && !loopback {
@@ -327,6 +328,10 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	}
 	// The owner's own session token; shares and minted tokens are guests.
 	owner := claims.Subject == fmt.Sprintf("user:%d", claims.Owner)
+	if n := a.cfg.MaxViewersPerCamera; !restart && n > 0 && a.peers.CountCamera(o.Camera) >= n {
+		fail(proto.CodeRateLimited, fmt.Sprintf("this camera already has %d viewers, its limit (max_viewers_per_camera); try again later", n))
+		return
+	}
 	if !restart && a.peers.Count() >= a.cfg.MaxViewers {
 		fail(proto.CodeRateLimited, fmt.Sprintf("this recorder already serves %d viewers, its limit; try again later", a.cfg.MaxViewers))
 		return

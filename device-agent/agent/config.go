@@ -47,6 +47,13 @@ type Config struct {
 	Linger time.Duration `yaml:"linger"`
 	// MaxViewers caps concurrent viewers on this box. Default 16.
 	MaxViewers int `yaml:"max_viewers"`
+	// MaxViewersPerCamera caps concurrent viewers of one camera (main and
+	// sub together). Default 0: only max_viewers applies.
+	MaxViewersPerCamera int `yaml:"max_viewers_per_camera"`
+	// ViewerQueueFrames bounds each viewer's frame queue; a viewer that
+	// falls this far behind drops frames until the next keyframe. Default
+	// 600 (a 4 s GOP at 30 fps with audio, and room to spare).
+	ViewerQueueFrames int `yaml:"viewer_queue_frames"`
 	// LogLevel is debug, info (default), warn or error.
 	LogLevel string `yaml:"log_level"`
 	// LogFile, when set, sends the log to this file instead of stderr, kept
@@ -114,7 +121,7 @@ type NVRConfig struct {
 func DefaultConfig() Config {
 	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
 		PortMapping: "auto", PortMappingLease: 2 * time.Hour,
-		Linger: 30 * time.Second, MaxViewers: 16, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
+		Linger: 30 * time.Second, MaxViewers: 16, ViewerQueueFrames: 600, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
 }
 
 // LoadConfig reads a YAML file over the defaults, then the environment
@@ -190,6 +197,12 @@ func (c Config) Validate() error {
 	}
 	if c.LogFile != "" && (c.LogMaxSize < 1<<20 || c.LogMaxSize%(1<<20) != 0) {
 		return fmt.Errorf("agent: log_max_size: %s: use whole MiB, at least 1MiB", c.LogMaxSize)
+	}
+	if c.MaxViewersPerCamera < 0 || (c.MaxViewersPerCamera > c.MaxViewers && c.MaxViewers >= 1) {
+		return fmt.Errorf("agent: max_viewers_per_camera: %d must be between 0 (no separate cap) and max_viewers (%d)", c.MaxViewersPerCamera, c.MaxViewers)
+	}
+	if c.ViewerQueueFrames < 30 || c.ViewerQueueFrames > 10000 {
+		return fmt.Errorf("agent: viewer_queue_frames: %d must be between 30 and 10000 (default 600)", c.ViewerQueueFrames)
 	}
 	if c.MaxViewers < 1 {
 		return fmt.Errorf("agent: max_viewers: %d must be at least 1", c.MaxViewers)

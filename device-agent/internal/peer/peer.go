@@ -156,6 +156,7 @@ type Session struct {
 	log    *slog.Logger
 
 	tokenID string
+	camera  string
 	claim   string
 	owner   bool
 	served  *proto.Served
@@ -275,6 +276,19 @@ func (m *Manager) EndStale(claim string) int {
 	return len(stale)
 }
 
+// CountCamera returns how many sessions watch camera (any stream).
+func (m *Manager) CountCamera(camera string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, s := range m.sessions {
+		if s.camera == camera {
+			n++
+		}
+	}
+	return n
+}
+
 // CountGuests returns how many sessions are not the owner's.
 func (m *Manager) CountGuests() int {
 	m.mu.Lock()
@@ -349,7 +363,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
-		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, claim: req.Claim, owner: req.Owner, served: req.Served}
+		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, camera: req.Camera, claim: req.Claim, owner: req.Owner, served: req.Served}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()
