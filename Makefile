@@ -20,7 +20,7 @@ CROSS := \
 	linux-mips:linux:mips:GOMIPS=softfloat \
 	linux-amd64:linux:amd64:
 
-.PHONY: build cross sizes demo test test-short lint deps bench fuzz lab clean
+.PHONY: build cross sizes soak demo test test-short lint deps bench fuzz lab clean
 
 build:
 	@mkdir -p $(BIN)
@@ -76,6 +76,13 @@ fuzz:
 		'FuzzOffer ./device-agent/internal/peer' 'FuzzLoadConfig ./device-agent/agent'; do \
 		set -- $$t; echo "== $$1 $$2"; $(GO) test -run '^$$' -fuzz "^$$1$$" -fuzztime $(FUZZTIME) $$2 || exit 1; \
 	done
+
+# 4 cameras × 4 viewers against the real binaries with a fault every minute
+# in turn (camera restart, stall, agent restart, rendezvous restart, garbage);
+# fails if memory, threads or open files have not come back. SOAK=10m.
+SOAK ?= 10m
+soak:
+	PEERCAM_SOAK=$(SOAK) $(GO) test -tags soak -count=1 -timeout 0 -run '^TestSoak$$' -v ./e2e 2>&1 | grep -v 'level='
 
 test-short:
 	$(GO) test -short -count=1 ./...

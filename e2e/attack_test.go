@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,19 @@ type binSystem struct {
 	agentID  string
 	rvBin    string
 	agentLog *syncBuffer
+	// agent is the agent's process; agentBin and agentCfg start it again,
+	// rvArgs the rendezvous (soak).
+	agent              *exec.Cmd
+	agentBin, agentCfg string
+	rvArgs             []string
+	// control is the simulator's fault endpoint, when asked for.
+	control string
+}
+
+// binOptions says what startBinaries runs.
+type binOptions struct {
+	channels, maxViewers int
+	simArgs, rvArgs      []string
 }
 
 func freePort(t testing.TB) int {
@@ -60,6 +74,11 @@ func startProc(t testing.TB, name string, out io.Writer, bin string, args ...str
 // alice and bob, and an agent with maxViewers slots claimed by alice.
 func startBinaries(t *testing.T, maxViewers int) *binSystem {
 	t.Helper()
+	return startBinariesWith(t, binOptions{channels: 2, maxViewers: maxViewers})
+}
+
+func startBinariesWith(t *testing.T, o binOptions) *binSystem {
+	t.Helper()
 	simBin, rvBin := goBuild(t, "../firmware-sim"), goBuild(t, "../rendezvous")
 	agentBin := agentBinary(t, "amd64")
 	dir := t.TempDir()
@@ -70,15 +89,20 @@ func startBinaries(t *testing.T, maxViewers int) *binSystem {
 		return io.Discard
 	}
 	simPort, httpPort := freePort(t), freePort(t)
-	startProc(t, "firmware-sim", logs("sim"), simBin, "-listen", fmt.Sprintf("127.0.0.1:%d", simPort), "-channels", "2")
 	s := &binSystem{base: fmt.Sprintf("http://127.0.0.1:%d", httpPort), dataDir: filepath.Join(dir, "rv"), rvBin: rvBin, agentLog: &syncBuffer{}}
+	simArgs := append([]string{"-listen", fmt.Sprintf("127.0.0.1:%d", simPort), "-channels", fmt.Sprint(o.channels)}, o.simArgs...)
+	if slices.Contains(o.simArgs, "-control") {
+		s.control = "http://" + o.simArgs[slices.Index(o.simArgs, "-control")+1]
+	}
+	startProc(t, "firmware-sim", logs("sim"), simBin, simArgs...)
 	for _, u := range []string{"alice", "bob"} {
 		cmd := exec.Command(rvBin, "user", "add", u, "-data", s.dataDir, "-password", u+"-password")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("user add %s: %v\n%s", u, err, out)
 		}
 	}
-	s.rv = startProc(t, "rendezvous", logs("rv"), rvBin, "-data", s.dataDir, "-http", fmt.Sprintf("127.0.0.1:%d", httpPort), "-stun", "off")
+	s.rvArgs = append([]string{"-data", s.dataDir, "-http", fmt.Sprintf("127.0.0.1:%d", httpPort), "-stun", "off"}, o.rvArgs...)
+	s.rv = startProc(t, "rendezvous", logs("rv"), rvBin, s.rvArgs...)
 	waitFor(t, 10*time.Second, "rendezvous up", func() bool {
 		resp, err := http.Get(s.base + "/healthz")
 		if err == nil {
@@ -93,9 +117,10 @@ webrtc_listen: 127.0.0.1:0
 max_viewers: %d
 nvr:
   url: rtsp://admin:admin@127.0.0.1:%d/Streaming/Channels/{channel}01
-  channels: 2
+  channels: %d
   always_on: true
-`, s.base, filepath.Join(dir, "state"), maxViewers, simPort)), 0o600)
+`, s.base, filepath.Join(dir, "state"), o.maxViewers, simPort, o.channels)), 0o600)
+	s.agentBin, s.agentCfg = agentBin, cfg
 	out, err := exec.Command(agentBin, "-config", cfg, "-print-id").Output()
 	if err != nil {
 		t.Fatalf("agent -print-id: %v", err)
@@ -105,7 +130,7 @@ nvr:
 	if os.Getenv("PEERCAM_TEST_LOG") != "" {
 		agentOut = io.MultiWriter(s.agentLog, os.Stderr)
 	}
-	startProc(t, "device-agent", agentOut, agentBin, "-config", cfg)
+	s.agent = startProc(t, "device-agent", agentOut, agentBin, "-config", cfg)
 	waitFor(t, 15*time.Second, "agent registered and claimed", func() bool {
 		return exec.Command(rvBin, "device", "claim", "-data", s.dataDir, "-user", "alice", s.agentID).Run() == nil
 	})

@@ -293,25 +293,23 @@ func (s *Server) StreamInfo(channel int, kind string) (plainURL, codec string, w
 // Stall makes a channel keep its connections but send nothing (stalled
 // true), as a hung camera does, or resumes it.
 func (s *Server) Stall(channel int, stalled bool) error {
-	f := s.stalled[channel]
-	if f == nil {
-		return fmt.Errorf("nvr: channel %d does not exist", channel)
-	}
-	f.Store(stalled)
-	s.log.Info("channel stall", "channel", channel, "stalled", stalled)
-	return nil
+	return s.setFlag(s.stalled, channel, stalled, "stalled")
 }
 
 // Garbage makes a channel's video malformed (on true) or clean again: some
 // packets truncated, some payloads random bytes, junk packets in between,
 // as a failing camera or a bad link delivers.
 func (s *Server) Garbage(channel int, on bool) error {
-	f := s.garbage[channel]
+	return s.setFlag(s.garbage, channel, on, "garbage")
+}
+
+func (s *Server) setFlag(flags map[int]*atomic.Bool, channel int, on bool, what string) error {
+	f := flags[channel]
 	if f == nil {
 		return fmt.Errorf("nvr: channel %d does not exist", channel)
 	}
 	f.Store(on)
-	s.log.Info("channel garbage", "channel", channel, "on", on)
+	s.log.Info("channel fault", "channel", channel, what, on)
 	return nil
 }
 

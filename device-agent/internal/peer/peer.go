@@ -874,47 +874,41 @@ func chooseH264(offer *sdp.SessionDescription, sps []byte) (string, string, erro
 	best, bestScore := "", -1
 	fallback, fallbackScore := "", -1
 	var offered []string
-	for _, md := range offer.MediaDescriptions {
-		if md.MediaName.Media != "video" {
+	for _, codec := range videoCodecs(offer) {
+		if !strings.EqualFold(codec.Name, "H264") {
 			continue
 		}
-		for _, f := range md.MediaName.Formats {
-			codec, err := offer.GetCodecForPayloadType(parseUint8(f))
-			if err != nil || !strings.EqualFold(codec.Name, "H264") {
-				continue
+		params := fmtpParams(codec.Fmtp)
+		if params["packetization-mode"] != "1" {
+			continue
+		}
+		plid := params["profile-level-id"]
+		offered = append(offered, plid)
+		if len(plid) != 6 {
+			continue
+		}
+		var p, c byte
+		if _, err := fmt.Sscanf(plid[:4], "%02x%02x", &p, &c); err != nil {
+			continue
+		}
+		if p != profile {
+			score := map[byte]int{77: 3, 66: 1}[p]
+			if p == 66 && c&0x40 != 0 {
+				score = 2 // constrained baseline
 			}
-			params := fmtpParams(codec.Fmtp)
-			if params["packetization-mode"] != "1" {
-				continue
+			if score > fallbackScore {
+				fallback, fallbackScore = plid, score
 			}
-			plid := params["profile-level-id"]
-			offered = append(offered, plid)
-			if len(plid) != 6 {
-				continue
-			}
-			var p, c byte
-			if _, err := fmt.Sscanf(plid[:4], "%02x%02x", &p, &c); err != nil {
-				continue
-			}
-			if p != profile {
-				score := map[byte]int{77: 3, 66: 1}[p]
-				if p == 66 && c&0x40 != 0 {
-					score = 2 // constrained baseline
-				}
-				if score > fallbackScore {
-					fallback, fallbackScore = plid, score
-				}
-				continue
-			}
-			score := 1
-			if c == constraints {
-				score = 3
-			} else if c&constraints == constraints {
-				score = 2
-			}
-			if score > bestScore {
-				best, bestScore = fmt.Sprintf("%02x%02x%02x", p, c, level), score
-			}
+			continue
+		}
+		score := 1
+		if c == constraints {
+			score = 3
+		} else if c&constraints == constraints {
+			score = 2
+		}
+		if score > bestScore {
+			best, bestScore = fmt.Sprintf("%02x%02x%02x", p, c, level), score
 		}
 	}
 	const prefix = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id="
@@ -940,27 +934,21 @@ func chooseH265(offer *sdp.SessionDescription, sps []byte) (string, error) {
 		return "", fmt.Errorf("%w: the camera's H.265 parameter sets do not parse: %w", ErrCodec, err)
 	}
 	var offered []string
-	for _, md := range offer.MediaDescriptions {
-		if md.MediaName.Media != "video" {
+	for _, codec := range videoCodecs(offer) {
+		if !strings.EqualFold(codec.Name, "H265") {
 			continue
 		}
-		for _, f := range md.MediaName.Formats {
-			codec, err := offer.GetCodecForPayloadType(parseUint8(f))
-			if err != nil || !strings.EqualFold(codec.Name, "H265") {
-				continue
-			}
-			params := fmtpParams(codec.Fmtp)
-			profile, tier, mode := params["profile-id"], params["tier-flag"], params["tx-mode"]
-			if profile == "" {
-				profile = "1"
-			}
-			if tier == "" {
-				tier = "0"
-			}
-			offered = append(offered, "profile "+profile)
-			if profile == strconv.Itoa(p.ProfileID) && tier == strconv.Itoa(p.TierFlag) && (mode == "" || mode == "srst") {
-				return p.Fmtp(), nil
-			}
+		params := fmtpParams(codec.Fmtp)
+		profile, tier, mode := params["profile-id"], params["tier-flag"], params["tx-mode"]
+		if profile == "" {
+			profile = "1"
+		}
+		if tier == "" {
+			tier = "0"
+		}
+		offered = append(offered, "profile "+profile)
+		if profile == strconv.Itoa(p.ProfileID) && tier == strconv.Itoa(p.TierFlag) && (mode == "" || mode == "srst") {
+			return p.Fmtp(), nil
 		}
 	}
 	if len(offered) == 0 {
@@ -978,13 +966,22 @@ func OfferedCodecs(offerSDP string) map[string]bool {
 	if offer.Unmarshal([]byte(offerSDP)) != nil {
 		return out
 	}
+	for _, c := range videoCodecs(offer) {
+		out[strings.ToUpper(c.Name)] = true
+	}
+	return out
+}
+
+// videoCodecs lists the codecs of an offer's video sections, in its order.
+func videoCodecs(offer *sdp.SessionDescription) []sdp.Codec {
+	var out []sdp.Codec
 	for _, md := range offer.MediaDescriptions {
 		if md.MediaName.Media != "video" {
 			continue
 		}
 		for _, f := range md.MediaName.Formats {
 			if c, err := offer.GetCodecForPayloadType(parseUint8(f)); err == nil {
-				out[strings.ToUpper(c.Name)] = true
+				out = append(out, c)
 			}
 		}
 	}
