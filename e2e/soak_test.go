@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,7 +110,18 @@ func TestSoak(t *testing.T) {
 		wg.Go(func() { v.run(t, s, stop) })
 	}
 	time.Sleep(20 * time.Second) // every viewer playing, memory settled
-	startAgent, startRV := statsOf(s.agent.Process.Pid), statsOf(s.rv.Process.Pid)
+	// measure reads a process after closing the test's own idle HTTP
+	// connections, which would count among the rendezvous's open files.
+	measure := func(c *exec.Cmd) procStats {
+		http.DefaultClient.CloseIdleConnections()
+		time.Sleep(time.Second)
+		return statsOf(c.Process.Pid)
+	}
+	startAgent, startRV := measure(s.agent), measure(s.rv)
+	// A process that restarts is compared with itself once it has settled
+	// again, not with the one it replaced.
+	baseAgent, baseRV := startAgent, startRV
+	rebase := ""
 
 	post := func(path string) {
 		if resp, err := http.Post("http://"+control+path, "", nil); err == nil {
@@ -137,19 +149,44 @@ func TestSoak(t *testing.T) {
 	deadline := time.Now().Add(total)
 	for i := 0; time.Now().Add(every).Before(deadline); i++ {
 		time.Sleep(every - 10*time.Second)
+		switch rebase {
+		case "agent":
+			baseAgent = measure(s.agent)
+		case "rendezvous":
+			baseRV = measure(s.rv)
+		}
+		rebase = ""
 		f := faults[i%len(faults)]
+		if strings.HasPrefix(f.name, "agent") {
+			rebase = "agent"
+		} else if strings.HasPrefix(f.name, "rendezvous") {
+			rebase = "rendezvous"
+		}
 		t.Logf("%s: %s", time.Now().Format("15:04:05"), f.name)
 		f.do()
 		time.Sleep(10 * time.Second)
 	}
 	time.Sleep(30 * time.Second) // the last fault recovered
-	endAgent, endRV := statsOf(s.agent.Process.Pid), statsOf(s.rv.Process.Pid)
+	switch rebase {
+	case "agent":
+		baseAgent = measure(s.agent)
+		time.Sleep(20 * time.Second)
+	case "rendezvous":
+		baseRV = measure(s.rv)
+		time.Sleep(20 * time.Second)
+	}
+	endAgent, endRV := measure(s.agent), measure(s.rv)
 	close(stop)
 	wg.Wait()
 
-	t.Logf("%-11s %12s %12s %12s", "", "RSS MiB", "threads", "open files")
-	t.Logf("%-11s %5d → %-5d %5d → %-5d %5d → %-5d", "agent", startAgent.rssMiB, endAgent.rssMiB, startAgent.threads, endAgent.threads, startAgent.fds, endAgent.fds)
-	t.Logf("%-11s %5d → %-5d %5d → %-5d %5d → %-5d", "rendezvous", startRV.rssMiB, endRV.rssMiB, startRV.threads, endRV.threads, startRV.fds, endRV.fds)
+	t.Logf("%-11s %-22s %-22s %-22s", "", "RSS MiB", "threads", "open files")
+	t.Logf("%-11s %-22s %-22s %-22s", "", "start/baseline/end", "start/baseline/end", "start/baseline/end")
+	row := func(name string, a, b, c procStats) {
+		t.Logf("%-11s %-22s %-22s %-22s", name, fmt.Sprintf("%d/%d/%d", a.rssMiB, b.rssMiB, c.rssMiB),
+			fmt.Sprintf("%d/%d/%d", a.threads, b.threads, c.threads), fmt.Sprintf("%d/%d/%d", a.fds, b.fds, c.fds))
+	}
+	row("agent", startAgent, baseAgent, endAgent)
+	row("rendezvous", startRV, baseRV, endRV)
 	reopens := 0
 	for _, v := range viewers {
 		reopens += int(v.reopens.Load())
@@ -163,14 +200,14 @@ func TestSoak(t *testing.T) {
 			t.Errorf("%s grew from %d to %d, more than 10%%", name, a, b)
 		}
 	}
-	within("agent RSS", startAgent.rssMiB, endAgent.rssMiB)
-	within("agent threads", startAgent.threads, endAgent.threads)
-	within("rendezvous RSS", startRV.rssMiB, endRV.rssMiB)
-	within("rendezvous threads", startRV.threads, endRV.threads)
-	if endAgent.fds != startAgent.fds {
-		t.Errorf("agent open files %d → %d", startAgent.fds, endAgent.fds)
+	within("agent RSS", baseAgent.rssMiB, endAgent.rssMiB)
+	within("agent threads", baseAgent.threads, endAgent.threads)
+	within("rendezvous RSS", baseRV.rssMiB, endRV.rssMiB)
+	within("rendezvous threads", baseRV.threads, endRV.threads)
+	if endAgent.fds != baseAgent.fds {
+		t.Errorf("agent open files %d → %d", baseAgent.fds, endAgent.fds)
 	}
-	if endRV.fds != startRV.fds {
-		t.Errorf("rendezvous open files %d → %d", startRV.fds, endRV.fds)
+	if endRV.fds != baseRV.fds {
+		t.Errorf("rendezvous open files %d → %d", baseRV.fds, endRV.fds)
 	}
 }
