@@ -243,7 +243,8 @@ func TestRendezvousRestart(t *testing.T) {
 	waitFor(t, 10*time.Second, "agent registered with the new server", func() bool { return rv2.Hub().Online(ag.ID()) })
 	again := time.Since(up)
 	t.Logf("rendezvous restart: agent registered %v after the server was back", again.Round(10*time.Millisecond))
-	if again > 2500*time.Millisecond {
+	// The redial wait is at most 2 s; the slack is for a loaded machine.
+	if again > 3*time.Second {
 		t.Fatalf("agent took %v to register again, want within about 2 s", again)
 	}
 	if w.packets.Load() <= before {
