@@ -278,37 +278,23 @@ func (m *Manager) EndStale(claim string) int {
 
 // CountCamera returns how many sessions watch camera (any stream).
 func (m *Manager) CountCamera(camera string) int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, s := range m.sessions {
-		if s.camera == camera {
-			n++
-		}
-	}
-	return n
+	return m.count(func(s *Session) bool { return s.camera == camera })
 }
 
 // CountGuests returns how many sessions are not the owner's.
-func (m *Manager) CountGuests() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	n := 0
-	for _, s := range m.sessions {
-		if !s.owner {
-			n++
-		}
-	}
-	return n
-}
+func (m *Manager) CountGuests() int { return m.count(func(s *Session) bool { return !s.owner }) }
 
 // CountToken returns how many sessions use a viewer token ID.
 func (m *Manager) CountToken(id string) int {
+	return m.count(func(s *Session) bool { return s.tokenID == id })
+}
+
+func (m *Manager) count(match func(*Session) bool) int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for _, s := range m.sessions {
-		if s.tokenID == id {
+		if match(s) {
 			n++
 		}
 	}
