@@ -8,10 +8,13 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gorilla/websocket"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/device-agent/agent"
 	"github.com/peercam/peercam/firmware-sim/faults"
 	"github.com/peercam/peercam/firmware-sim/nvr"
+	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/server"
 )
 
@@ -188,7 +191,31 @@ func pageText(t *testing.T, ctx context.Context) string {
 // The rendezvous restarts: a live peer-to-peer picture does not notice,
 // and the agent is registered again within 2 s of the server accepting
 // connections.
-func TestRendezvousRestart(t *testing.T) {
+// restartableRV runs a rendezvous on 127.0.0.1 that the test can stop and
+// start again on the same address (same data, same keys), with an owner.
+type restartableRV struct {
+	t   testing.TB
+	cfg server.Config
+}
+
+func (r *restartableRV) run() (*server.Server, func()) {
+	r.t.Helper()
+	rv, err := server.New(r.cfg)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = rv.Run(ctx) }()
+	stop := func() { cancel(); <-done }
+	r.t.Cleanup(stop)
+	r.cfg.HTTPAddr = rv.Addr() // the next run takes the same port
+	return rv, stop
+}
+
+// startRestartable is an infra whose rendezvous can restart.
+func startRestartable(t testing.TB) (*infra, *restartableRV, func()) {
+	t.Helper()
 	log := testLogger(t)
 	simCfg := nvr.DefaultConfig()
 	simCfg.Listen, simCfg.Channels, simCfg.Logger = "127.0.0.1:0", 1, log
@@ -198,26 +225,18 @@ func TestRendezvousRestart(t *testing.T) {
 	}
 	t.Cleanup(sim.Close)
 	dataDir := t.TempDir()
-	rvCfg := server.DefaultConfig()
-	rvCfg.DataDir, rvCfg.HTTPAddr, rvCfg.STUNAddr, rvCfg.Logger = dataDir, "127.0.0.1:0", "off", log
-	runRV := func(cfg server.Config) (*server.Server, func()) {
-		t.Helper()
-		rv, err := server.New(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { defer close(done); _ = rv.Run(ctx) }()
-		stop := func() { cancel(); <-done }
-		t.Cleanup(stop)
-		return rv, stop
-	}
-	rv, stopRV := runRV(rvCfg)
+	r := &restartableRV{t: t, cfg: server.DefaultConfig()}
+	r.cfg.DataDir, r.cfg.HTTPAddr, r.cfg.STUNAddr, r.cfg.Logger = dataDir, "127.0.0.1:0", "off", log
+	rv, stop := r.run()
 	if err := server.AddUser(context.Background(), dataDir, ownerName, ownerPass); err != nil {
 		t.Fatal(err)
 	}
-	in := &infra{sim: sim, rv: rv, dataDir: dataDir, ctx: context.Background()}
+	return &infra{sim: sim, rv: rv, dataDir: dataDir, ctx: context.Background()}, r, stop
+}
+
+func TestRendezvousRestart(t *testing.T) {
+	in, r, stopRV := startRestartable(t)
+	rv, dataDir := in.rv, in.dataDir
 	ag, _ := startAgent(t, in, 1, func(c *agent.Config) { c.NVR.AlwaysOn = true })
 	waitFor(t, 10*time.Second, "agent online", func() bool { return rv.Hub().Online(ag.ID()) })
 	if err := server.ClaimDevice(context.Background(), dataDir, ownerName, ag.ID(), "NVR"); err != nil {
@@ -233,12 +252,11 @@ func TestRendezvousRestart(t *testing.T) {
 	}
 	w.waitVideo(t)
 
-	addr := rv.Addr()
+	sessionID := w.loc[strings.LastIndex(w.loc, "/")+1:]
 	stopRV()
 	time.Sleep(3 * time.Second) // down for a while: the agent's redials fail
 	before := w.packets.Load()
-	rvCfg.HTTPAddr = addr
-	rv2, _ := runRV(rvCfg)
+	rv2, _ := r.run()
 	up := time.Now()
 	waitFor(t, 10*time.Second, "agent registered with the new server", func() bool { return rv2.Hub().Online(ag.ID()) })
 	again := time.Since(up)
@@ -253,6 +271,64 @@ func TestRendezvousRestart(t *testing.T) {
 	if gap := time.Since(time.Unix(0, w.lastRTP.Load())); gap > time.Second {
 		t.Fatalf("no video for %v: the peer-to-peer session should not notice the rendezvous", gap)
 	}
+
+	// The new server has no record of the live session; a viewer may take it
+	// back on record by resuming it (its page reconnecting its signaling),
+	// but a viewer with another token, who learnt the session ID, takes over
+	// nothing: the agent refuses its restart offer.
+	t.Run("another token cannot take over a live session after the restart", func(t *testing.T) {
+		other, err := mintToken(context.Background(), dataDir, ag.ID(), []string{"1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(rv2.URL(), "http", "ws", 1)+"/ws/viewer", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		wsSend := func(m proto.Message) {
+			b, _ := proto.Encode(m)
+			if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wsRecv := func() proto.Message {
+			_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+			_, b, err := ws.ReadMessage()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := proto.Decode(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return m
+		}
+		wsSend(&proto.Open{Device: ag.ID(), Camera: "1", Token: other, Resume: sessionID})
+		if m, ok := wsRecv().(*proto.Session); !ok || m.Session != sessionID {
+			t.Fatalf("resume of a session the server does not know: %#v, want it taken back on record", m)
+		}
+		pc := codecPC(t, webrtc.MimeTypeH264, offerH264)
+		offer, _ := pc.CreateOffer(nil)
+		_ = pc.SetLocalDescription(offer)
+		wsSend(&proto.Offer{Session: sessionID, SDP: offer.SDP})
+		for {
+			switch m := wsRecv().(type) {
+			case *proto.Error:
+				if m.Code != proto.CodeForbidden {
+					t.Fatalf("restart offer with another token: %s %q, want forbidden", m.Code, m.Message)
+				}
+				n := w.packets.Load()
+				time.Sleep(300 * time.Millisecond)
+				if w.packets.Load() <= n {
+					t.Fatal("the owner of the session lost its picture")
+				}
+				return
+			case *proto.Answer:
+				t.Fatal("the agent answered a restart offer from another token: the session was taken over")
+			}
+		}
+	})
 }
 
 // A camera that sends garbage (truncated packets, random payloads, junk
@@ -339,5 +415,33 @@ func TestViewerLimits(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if first.packets.Load() <= n {
 		t.Fatal("the first viewer's picture stopped when a second was refused")
+	}
+}
+
+// A rendezvous restart under an open page: the picture plays on peer to
+// peer, and the page moves its session to a new signaling socket by itself,
+// so the new server has it on record again.
+func TestBrowserRendezvousRestart(t *testing.T) {
+	in, r, stopRV := startRestartable(t)
+	ag, _ := startAgent(t, in, 1, func(c *agent.Config) { c.NVR.AlwaysOn = true })
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "NVR"); err != nil {
+		t.Fatal(err)
+	}
+	sys := &system{sim: in.sim, rv: in.rv, agent: ag, dataDir: in.dataDir}
+	ctx := chromium(t)
+	signIn(t, ctx, sys)
+	do(t, ctx, 30*time.Second, "live view",
+		evalJS(fmt.Sprintf(`location.hash = '#/d/%s/c/1'`, ag.ID())),
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.camera === '1' && s.framesDecoded > 25; })()`))
+	stopRV()
+	time.Sleep(2 * time.Second)
+	before := sessionStats(t, ctx)[0].FramesDecoded
+	rv2, _ := r.run()
+	do(t, ctx, 15*time.Second, "signaling back on the new server",
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.signalingReconnects >= 1; })()`))
+	waitFor(t, 5*time.Second, "the new server has the session on record", func() bool { return rv2.Hub().SessionCount() == 1 })
+	if after := sessionStats(t, ctx)[0].FramesDecoded; after <= before {
+		t.Fatalf("frames decoded %d → %d: the picture stopped over the restart", before, after)
 	}
 }

@@ -322,6 +322,12 @@ func (a *Agent) onOffer(o *proto.Offer) {
 		return
 	}
 	restart := a.peers.Has(o.Session) // an ICE restart: the session is counted already
+	if restart && a.peers.Subject(o.Session) != claims.Subject {
+		// Only the viewer that opened a session may restart it: a session ID
+		// with someone else's token takes over nothing.
+		fail(proto.CodeForbidden, "this session belongs to another viewer")
+		return
+	}
 	if !restart && claims.MaxViewers > 0 && a.peers.CountToken(claims.ID) >= claims.MaxViewers {
 		fail(proto.CodeViewerCap, fmt.Sprintf("this share allows %d viewer(s) at a time", claims.MaxViewers))
 		return
@@ -373,7 +379,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	trickle := o.Trickle == nil || *o.Trickle
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
 		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
-		Claim: claims.Claim, Owner: owner, Served: served})
+		Claim: claims.Claim, Owner: owner, Subject: claims.Subject, Served: served})
 	switch {
 	case err == nil && restart:
 		log.Debug("ICE restart answered")

@@ -72,9 +72,11 @@ export class LiveSession {
       };
       ws.onclose = () => {
         if (ws !== this.ws) return reject({ code: 'network' });
-        // Signaling may end once media flows; only an early close is an
-        // error. After a network change the restart opens a new one.
+        // Only an early close is an error. Once media flows peer to peer it
+        // does not need the socket, but the session should stay reachable
+        // (a revocation, the recorder's word on its camera): reopen it.
         if (!this.closed && !this.connected) this.fail('network');
+        else if (!this.closed && !this.broken && !this.waitingRecorder) this.reconnectSignaling();
       };
     });
   }
@@ -108,6 +110,31 @@ export class LiveSession {
       this.restartTimer = setTimeout(tick, 4000);
     };
     tick();
+  }
+
+  // reconnectSignaling moves the live session to a new socket after the old
+  // one closed (the rendezvous restarted): the picture goes on peer to peer
+  // meanwhile, and the rendezvous takes the session back on record.
+  reconnectSignaling() {
+    if (this.reconnecting) return;
+    this.reconnecting = true;
+    const t0 = performance.now();
+    const tick = async () => {
+      if (this.closed || this.broken || this.waitingRecorder) { this.reconnecting = false; return; }
+      try {
+        await this.openWS(this.session);
+        this.reconnecting = false;
+        this.stats.signalingReconnects = (this.stats.signalingReconnects || 0) + 1;
+        return;
+      } catch (m) {
+        // device_offline: the server is back before the agent; try again.
+        if (m && m.code === 'not_found') { this.reconnecting = false; return this.recorderGone(); }
+        if (m && ['revoked', 'expired', 'unauthorized', 'forbidden'].includes(m.code)) { this.reconnecting = false; return this.fail(m.code, m.message); }
+      }
+      if (performance.now() - t0 > 5 * 60000) { this.reconnecting = false; return; }
+      this.signalTimer = setTimeout(tick, 2000);
+    };
+    this.signalTimer = setTimeout(tick, 500);
   }
 
   // recorderGone: the agent went offline (restarted, lost its link); its
@@ -303,6 +330,7 @@ export class LiveSession {
     this.closed = true;
     clearTimeout(this.restartTimer);
     clearTimeout(this.recorderTimer);
+    clearTimeout(this.signalTimer);
     window.removeEventListener('online', this.onOnline);
     if (sayBye && this.session) this.send({ type: 'bye', session: this.session, reason: 'viewer closed' });
     if (this.pc) this.pc.close();

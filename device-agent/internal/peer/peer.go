@@ -142,6 +142,8 @@ type Request struct {
 	Claim string
 	// Owner tells whether the viewer is the device's owner.
 	Owner bool
+	// Subject is the viewer token's subject (user:N, share:ID, token:ID).
+	Subject string
 	// Served goes with the answer: which stream the viewer gets, and why.
 	Served *proto.Served
 }
@@ -156,6 +158,7 @@ type Session struct {
 	log    *slog.Logger
 
 	tokenID string
+	subject string
 	camera  string
 	claim   string
 	owner   bool
@@ -202,6 +205,17 @@ func (m *Manager) Has(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.sessions[id] != nil
+}
+
+// Subject is the token subject a live session was opened with ("" when
+// there is no such session): an ICE restart must come from the same one.
+func (m *Manager) Subject(id string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.sessions[id]; s != nil {
+		return s.subject
+	}
+	return ""
 }
 
 // Offer answers a viewer. An offer for a live session is the viewer's ICE
@@ -349,7 +363,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
-		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, camera: req.Camera, claim: req.Claim, owner: req.Owner, served: req.Served}
+		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, subject: req.Subject, camera: req.Camera, claim: req.Claim, owner: req.Owner, served: req.Served}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()

@@ -150,6 +150,9 @@ type Hub struct {
 	// conns are the open signaling sockets, closed by Close: an HTTP
 	// server's shutdown leaves hijacked WebSockets open.
 	conns map[*wsconn.Conn]struct{}
+	// closing is set by Close: devices leaving then are not offline, the
+	// server is, and their sessions' viewers are not told otherwise.
+	closing bool
 }
 
 type unusedKey struct {
@@ -281,6 +284,7 @@ func (h *Hub) track(c *wsconn.Conn) func() {
 // then redial (another node, or this one restarted) at once.
 func (h *Hub) Close() {
 	h.mu.Lock()
+	h.closing = true
 	conns := make([]*wsconn.Conn, 0, len(h.conns))
 	for c := range h.conns {
 		conns = append(conns, c)
@@ -340,7 +344,7 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 	}
 	var orphans []*session
 	for id, s := range h.sessions {
-		if s.deviceID == d.id && h.devices[d.id] == nil {
+		if s.deviceID == d.id && h.devices[d.id] == nil && !h.closing {
 			orphans = append(orphans, s)
 			h.forgetLocked(id)
 		}
@@ -653,6 +657,13 @@ func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (gr
 
 // open checks access and registers a session for viewer.
 func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, ep endpoint) (*session, error) {
+	return h.openAs(ctx, v, devID, camera, stream, ep, "")
+}
+
+// openAs is open; a non-empty adopt is the ID of a live session this hub
+// has no record of (it restarted, and the viewer resumes): the record is
+// made again under that ID, already offered, so nothing ends it.
+func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string, ep endpoint, adopt string) (*session, error) {
 	g, err := h.authorize(ctx, v, devID, camera)
 	if err != nil {
 		return nil, err
@@ -708,7 +719,14 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	if stream == "" {
 		stream = proto.StreamMain
 	}
-	s := &session{id: newID(), deviceID: devID, camera: camera, stream: stream, viewer: ep, token: g.token,
+	id := newID()
+	if adopt != "" {
+		if h.sessions[adopt] != nil {
+			return nil, fmt.Errorf("session %s: %w", adopt, ErrNotFound)
+		}
+		id = adopt
+	}
+	s := &session{id: id, deviceID: devID, camera: camera, stream: stream, viewer: ep, token: g.token,
 		started: time.Now(), tokenID: tokenID, ownerID: g.rec.OwnerID, actor: actor, claim: g.rec.ClaimID,
 		who: v.who(), loginID: v.LoginID}
 	sid := s.id
@@ -720,8 +738,21 @@ func (h *Hub) open(ctx context.Context, v Viewer, devID, camera, stream string, 
 	s.noOffer = time.AfterFunc(h.cfg.OfferTimeout, func() {
 		h.end(sid, proto.CodeTimeout, "No offer came within "+h.cfg.OfferTimeout.String()+" of opening the session; open it again.")
 	})
+	if adopt != "" {
+		s.offered = true
+		s.noOffer.Stop()
+	}
 	h.sessions[s.id] = s
 	return s, nil
+}
+
+// adoptable tells whether id looks like a session ID this hub would make.
+func adoptable(id string) bool {
+	if len(id) != 24 {
+		return false
+	}
+	_, err := hex.DecodeString(id)
+	return err == nil
 }
 
 // offeredLocked marks a session as offered: from now it is a viewing session

@@ -77,6 +77,14 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 			c.SendError("", proto.CodeBadMessage, fmt.Sprintf("a viewer may not send %s", m.MessageType()))
 		}
 	}
+	h.mu.Lock()
+	closing := h.closing
+	h.mu.Unlock()
+	if closing {
+		// The server is stopping, not the viewer leaving: the sessions go on
+		// peer to peer, and the viewer resumes them on the next server.
+		return
+	}
 	for _, sid := range mine {
 		h.close(ep, sid, "viewer left")
 	}
@@ -117,9 +125,20 @@ func (h *Hub) resume(ctx context.Context, v Viewer, m *proto.Open, ep endpoint) 
 		return nil, err
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	s := h.sessions[m.Resume]
-	same := s != nil && s.deviceID == m.Device && s.camera == m.Camera && s.claim == g.rec.ClaimID && s.who == v.who()
+	if s == nil {
+		h.mu.Unlock()
+		if !adoptable(m.Resume) {
+			return nil, fmt.Errorf("session %s: %w", m.Resume, ErrNotFound)
+		}
+		// Not on record here: this server restarted (or the viewer reached
+		// another one). The agent may still serve the session peer to peer;
+		// it is taken back on record for this viewer, who was just
+		// authorized. The agent lets only the same token subject restart it.
+		return h.openAs(ctx, v, m.Device, m.Camera, m.Stream, ep, m.Resume)
+	}
+	defer h.mu.Unlock()
+	same := s.deviceID == m.Device && s.camera == m.Camera && s.claim == g.rec.ClaimID && s.who == v.who()
 	if !same {
 		return nil, fmt.Errorf("session %s: %w", m.Resume, ErrNotFound)
 	}
