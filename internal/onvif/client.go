@@ -1,7 +1,6 @@
 package onvif
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/xml"
@@ -344,7 +343,7 @@ func Discover(ctx context.Context, conn net.PacketConn, dst net.Addr, wait time.
 		if err != nil {
 			break // the deadline: done
 		}
-		ms, ok := ParseProbeMatches(bytes.Clone(buf[:n]), id)
+		ms, ok := ParseProbeMatches(buf[:n], id) // it copies what it keeps
 		if !ok {
 			continue
 		}

@@ -303,6 +303,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 	go s.summarise(ctx)
 	for attempt := 0; ; attempt++ {
 		var enc encoder
+		var codec string // this run's, from its OnInfo
 		rctx, stopRun := context.WithCancel(ctx)
 		stalled := s.watchdog(rctx, stopRun)
 		err := s.cfg.run(rctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log},
@@ -312,6 +313,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 						s.log.Warn("track skipped", "why", why)
 					}
 					var err error
+					codec = in.Codec
 					if enc, err = newEncoder(in.Codec); err != nil {
 						s.log.Error("video packetizer", "err", err)
 					}
@@ -319,7 +321,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 				},
 				OnVideo: func(au [][]byte, ts uint32) {
 					if enc != nil {
-						s.onVideo(enc, au, ts, markReady)
+						s.onVideo(enc, codec, au, ts, markReady)
 					}
 				},
 				OnAudio: s.onAudio,
@@ -540,7 +542,7 @@ func (s *Stream) HasBFrames() bool {
 	return s.bframesReported
 }
 
-func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) {
+func (s *Stream) onVideo(enc encoder, codec string, au [][]byte, ts uint32, markReady func()) {
 	now := time.Now()
 	s.frames.Add(1)
 	if prev := s.lastVideo.Swap(now.UnixNano()); prev != 0 {
@@ -551,9 +553,6 @@ func (s *Stream) onVideo(enc encoder, au [][]byte, ts uint32, markReady func()) 
 		}
 		s.frameGap.Store(avg + (gap-avg)/8)
 	}
-	s.mu.Lock()
-	codec := s.codec
-	s.mu.Unlock()
 	var key bool
 	if codec == rtspsource.H265 {
 		key = h265.IsKeyframe(au)
