@@ -69,7 +69,17 @@ func run(args []string) error {
 	fs.Var(&proxies, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
 	fs.IntVar(&cfg.OpenBurst, "open-burst", 20, "viewer sessions one address (or one token) may open in a burst before it is held to one a second")
 	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-address", 32, "concurrent WebSocket connections per client address (per /64 for IPv6), viewers and devices each")
+	fs.Float64Var(&cfg.ViewerMsgs.Rate, "viewer-msg-rate", api.DefaultViewerMsgs.Rate, "signaling messages a second one viewer socket may send after its burst; more are dropped with a rate_limited error")
+	fs.IntVar(&cfg.ViewerMsgs.Burst, "viewer-msg-burst", api.DefaultViewerMsgs.Burst, "signaling messages one viewer socket may send at once")
+	fs.Float64Var(&cfg.DeviceMsgs.Rate, "device-msg-rate", api.DefaultDeviceMsgs.Rate, "signaling messages a second one agent socket may send after its burst")
+	fs.IntVar(&cfg.DeviceMsgs.Burst, "device-msg-burst", api.DefaultDeviceMsgs.Burst, "signaling messages one agent socket may send at once")
+	maxMsg := fs.Int64("max-message-size", proto.MaxMessageSize, "largest signaling message in bytes (at most the protocol's 65536); a larger one closes the socket")
+	fs.DurationVar(&cfg.ResumeGrace, "resume-grace", 10*time.Second, "how long a viewer's sessions outlive a socket that dropped without closing, for the page to resume them")
 	_ = fs.Parse(args)
+	if *maxMsg < 4096 || *maxMsg > proto.MaxMessageSize {
+		return fmt.Errorf("max-message-size: %d is not between 4096 and %d", *maxMsg, proto.MaxMessageSize)
+	}
+	cfg.ViewerMsgs.MaxMessage, cfg.DeviceMsgs.MaxMessage = *maxMsg, *maxMsg
 	for _, p := range proxies {
 		pfx, err := parsePrefix(p)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/time/rate"
 
 	"github.com/peercam/peercam/proto"
 )
@@ -24,12 +25,30 @@ const (
 	writeWait    = 10 * time.Second
 )
 
+// ErrRateLimited means a message was dropped: the peer sends faster than
+// its Limits allow. The conn stays open.
+var ErrRateLimited = errors.New("wsconn: rate limited")
+
 // ErrQueueFull means the peer does not read fast enough; the conn is closed.
 var ErrQueueFull = errors.New("wsconn: peer too slow, send queue full")
 
+// Limits bound what the peer may send on one conn.
+type Limits struct {
+	// MaxMessage is the largest frame read, in bytes; a larger one ends the
+	// conn (close 1009). Zero or over proto.MaxMessageSize means that.
+	MaxMessage int64
+	// Rate is how many messages a second the peer may send after a burst
+	// of Burst; a message over it is dropped and answered with a
+	// rate_limited error, and the conn stays open. Zero: no limit.
+	Rate  float64
+	Burst int
+}
+
 // Conn is a signaling WebSocket.
 type Conn struct {
-	ws   *websocket.Conn
+	ws *websocket.Conn
+	// lim is nil without a rate limit; only Read uses it.
+	lim  *rate.Limiter
 	out  chan []byte
 	done chan struct{}
 	once sync.Once
@@ -37,10 +56,20 @@ type Conn struct {
 	err error
 }
 
-// New wraps ws and starts its writer.
-func New(ws *websocket.Conn) *Conn {
+// New wraps ws and starts its writer, with the protocol's size limit and
+// no rate limit.
+func New(ws *websocket.Conn) *Conn { return NewLimited(ws, Limits{}) }
+
+// NewLimited is New with the peer held to l.
+func NewLimited(ws *websocket.Conn, l Limits) *Conn {
 	c := &Conn{ws: ws, out: make(chan []byte, QueueSize), done: make(chan struct{})}
-	ws.SetReadLimit(proto.MaxMessageSize)
+	if l.MaxMessage <= 0 || l.MaxMessage > proto.MaxMessageSize {
+		l.MaxMessage = proto.MaxMessageSize
+	}
+	if l.Rate > 0 {
+		c.lim = rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
+	}
+	ws.SetReadLimit(l.MaxMessage)
 	_ = ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
 	ws.SetPongHandler(func(string) error {
 		return ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
@@ -109,6 +138,13 @@ func (c *Conn) Read() (proto.Message, error) {
 		c.Close(err)
 		return nil, err
 	}
+	if c.lim != nil && !c.lim.Allow() {
+		// Dropped before decoding, so a flood costs little; its sender hears
+		// why (and a sender that floods on regardless fills its own queue
+		// of these errors and is disconnected).
+		c.SendError("", proto.CodeRateLimited, fmt.Sprintf("Too many signaling messages: at most %g a second; this one was dropped.", float64(c.lim.Limit())))
+		return nil, &DecodeError{Err: fmt.Errorf("%w: over %g messages a second", ErrRateLimited, float64(c.lim.Limit()))}
+	}
 	if typ != websocket.TextMessage {
 		c.SendError("", proto.CodeBadMessage, "signaling frames must be text")
 		return nil, &DecodeError{Err: fmt.Errorf("%w: binary frame", proto.ErrBadMessage)}
@@ -137,6 +173,13 @@ func (c *Conn) drain() {
 	}
 }
 
+// ClosedOnPurpose tells whether Read's error is the peer's close frame
+// (normal, going away, or no status, as a browser's ws.close() sends), as
+// opposed to a dropped connection or a timeout.
+func ClosedOnPurpose(err error) bool {
+	return websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway, websocket.CloseNoStatusReceived)
+}
+
 // DecodeError is a frame that was not a valid message; the conn stays open.
 type DecodeError struct{ Err error }
 
@@ -148,7 +191,6 @@ func (c *Conn) Close(why error) {
 	c.once.Do(func() {
 		c.err = why
 		close(c.done) // the writer drains the queue and closes the socket
-
 	})
 }
 

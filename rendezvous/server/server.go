@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/api"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
@@ -61,6 +62,14 @@ type Config struct {
 	// OpenBurst is how many sessions one address or token may open in a
 	// burst before it is held to one a second. Default 20.
 	OpenBurst int
+	// ViewerMsgs and DeviceMsgs bound what one viewer or device socket may
+	// send: largest message and messages per second after a burst. Zero
+	// fields: 64 KiB, viewers 50/s after 400, devices 500/s after 2000.
+	ViewerMsgs, DeviceMsgs wsconn.Limits
+	// ResumeGrace is how long a viewer's sessions outlive its socket when
+	// the socket drops without a close (a network change, a sleeping
+	// phone), for the page to take them to a new one. Default 10 s.
+	ResumeGrace time.Duration
 	// OfferTimeout ends a viewer session that sends no offer this long
 	// after opening it. Default 10 s.
 	OfferTimeout time.Duration
@@ -190,10 +199,11 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.STUNURL = "stun:" + s.stunC.LocalAddr().String()
 	}
 	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL,
-		OfferTimeout: cfg.OfferTimeout, Logger: cfg.Logger})
+		OfferTimeout: cfg.OfferTimeout, ResumeGrace: cfg.ResumeGrace, Logger: cfg.Logger})
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
 		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
-		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst, Logger: cfg.Logger})
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst,
+		ViewerMsgs: cfg.ViewerMsgs, DeviceMsgs: cfg.DeviceMsgs, Logger: cfg.Logger})
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	if s.stunC != nil {
 		s.stun = stun.New(s.stunC, cfg.Logger)

@@ -49,6 +49,14 @@ const (
 	DefaultOpenBurst       = 20
 )
 
+// Default signaling limits per socket. A page opening a 16-camera grid
+// sends about 200 messages at once (open, offer and candidates for each);
+// an agent answering 100 viewers at once, about 800.
+var (
+	DefaultViewerMsgs = wsconn.Limits{Rate: 50, Burst: 400}
+	DefaultDeviceMsgs = wsconn.Limits{Rate: 500, Burst: 2000}
+)
+
 // Config configures the API.
 type Config struct {
 	Store  *store.Store
@@ -74,7 +82,11 @@ type Config struct {
 	// OpenBurst is how many sessions one address (or one token) may open
 	// in a burst; past it, one a second. Default DefaultOpenBurst.
 	OpenBurst int
-	Logger    *slog.Logger
+	// ViewerMsgs and DeviceMsgs bound what one viewer or device socket may
+	// send (message size and rate). Zero fields take DefaultViewerMsgs' and
+	// DefaultDeviceMsgs'.
+	ViewerMsgs, DeviceMsgs wsconn.Limits
+	Logger                 *slog.Logger
 }
 
 // API serves HTTP.
@@ -110,6 +122,8 @@ func New(cfg Config) *API {
 	if cfg.OpenBurst <= 0 {
 		cfg.OpenBurst = DefaultOpenBurst
 	}
+	cfg.ViewerMsgs = withDefaults(cfg.ViewerMsgs, DefaultViewerMsgs)
+	cfg.DeviceMsgs = withDefaults(cfg.DeviceMsgs, DefaultDeviceMsgs)
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), pub: cfg.Key.Public().(ed25519.PublicKey),
 		limiter:     newLimiter(3*time.Second, 10),
 		accountFail: newLimiter(10*time.Second, 20),
@@ -563,7 +577,7 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
-	a.cfg.Hub.ServeDevice(context.WithoutCancel(r.Context()), wsconn.New(ws), r.RemoteAddr)
+	a.cfg.Hub.ServeDevice(context.WithoutCancel(r.Context()), wsconn.NewLimited(ws, a.cfg.DeviceMsgs), r.RemoteAddr)
 }
 
 func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
@@ -581,12 +595,26 @@ func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.New(ws), hub.ViewerConn{
+	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.NewLimited(ws, a.cfg.ViewerMsgs), hub.ViewerConn{
 		Viewer:    v,
 		Parse:     func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) },
 		AllowOpen: func(tokenID string) error { return a.allowOpen(ip, tokenID) },
 		Remote:    r.RemoteAddr,
 	})
+}
+
+// withDefaults fills l's zero fields from d.
+func withDefaults(l, d wsconn.Limits) wsconn.Limits {
+	if l.MaxMessage <= 0 {
+		l.MaxMessage = d.MaxMessage
+	}
+	if l.Rate <= 0 {
+		l.Rate = d.Rate
+	}
+	if l.Burst <= 0 {
+		l.Burst = d.Burst
+	}
+	return l
 }
 
 // allowOpen spends one session open from ip and, for a token, from the

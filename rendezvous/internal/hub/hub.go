@@ -128,6 +128,12 @@ type Config struct {
 	// OfferTimeout ends a session that got no offer this long after it
 	// opened, so opens cannot hold viewer slots. Default 10 s.
 	OfferTimeout time.Duration
+	// ResumeGrace is how long a viewer's sessions outlive its socket when
+	// the socket drops without a close frame (a network change, a phone
+	// asleep, a proxy restart): the page takes them to a new socket
+	// meanwhile. A socket closed on purpose ends its sessions at once.
+	// Default 10 s.
+	ResumeGrace time.Duration
 	// UnclaimedTTL is how long a device that never got an owner is kept
 	// after it registered. Default 24 h.
 	UnclaimedTTL time.Duration
@@ -220,6 +226,9 @@ func New(cfg Config) *Hub {
 	}
 	if cfg.AnswerTimeout == 0 {
 		cfg.AnswerTimeout = 15 * time.Second
+	}
+	if cfg.ResumeGrace == 0 {
+		cfg.ResumeGrace = 10 * time.Second
 	}
 	if cfg.OfferTimeout == 0 {
 		cfg.OfferTimeout = 10 * time.Second

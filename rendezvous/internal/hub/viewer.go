@@ -40,6 +40,7 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 	ep := &wsViewer{conn: c}
 	log := h.log.With("remote", vc.Remote)
 	var mine []string
+	var readErr error
 	for {
 		m, err := c.Read()
 		var de *wsconn.DecodeError
@@ -47,6 +48,7 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 			continue // already answered with an error message
 		}
 		if err != nil {
+			readErr = err
 			break
 		}
 		switch m := m.(type) {
@@ -85,9 +87,22 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 		// peer to peer, and the viewer resumes them on the next server.
 		return
 	}
-	for _, sid := range mine {
-		h.close(ep, sid, "viewer left")
+	if wsconn.ClosedOnPurpose(readErr) {
+		// Closed on purpose (the page went away): its sessions end now, and
+		// their viewer slots are free for the next page at once.
+		for _, sid := range mine {
+			h.close(ep, sid, "viewer left")
+		}
+		return
 	}
+	// The socket dropped: the picture goes on peer to peer, and the page
+	// moves its sessions to a new socket (resume), which makes them no
+	// longer ep's; those it did not take end after the grace.
+	time.AfterFunc(h.cfg.ResumeGrace, func() {
+		for _, sid := range mine {
+			h.close(ep, sid, "viewer gone")
+		}
+	})
 }
 
 func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, allow func(string) error, m *proto.Open, ep endpoint) (*session, error) {
