@@ -66,6 +66,7 @@ test: lint
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 50000x ./internal/onvif
 	$(GO) test -run '^$$' -fuzz '^FuzzOffer$$' -fuzztime 100000x ./device-agent/internal/peer
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadConfig$$' -fuzztime 10000x ./device-agent/agent
+	$(GO) test -run '^$$' -fuzz '^FuzzVideoPackets$$' -fuzztime 100000x ./device-agent/internal/rtspsource
 
 # Every fuzz target for FUZZTIME each (default 1m); what they find lands in
 # each package's testdata/fuzz and is replayed by every go test after.
@@ -73,7 +74,7 @@ FUZZTIME ?= 1m
 fuzz:
 	@for t in 'FuzzDecode ./proto' 'FuzzSliceType ./internal/media/h264' 'FuzzSplitAccessUnits ./internal/media/h264' \
 		'FuzzSplitAccessUnits ./internal/media/h265' 'FuzzParsePCPMap ./device-agent/internal/portmap' 'FuzzParse ./internal/onvif' \
-		'FuzzOffer ./device-agent/internal/peer' 'FuzzLoadConfig ./device-agent/agent'; do \
+		'FuzzOffer ./device-agent/internal/peer' 'FuzzLoadConfig ./device-agent/agent' 'FuzzVideoPackets ./device-agent/internal/rtspsource'; do \
 		set -- $$t; echo "== $$1 $$2"; $(GO) test -run '^$$' -fuzz "^$$1$$" -fuzztime $(FUZZTIME) $$2 || exit 1; \
 	done
 

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,77 @@ func TestBrowserCameraFaults(t *testing.T) {
 		}
 		screenshot(t, ctx, "camera-back")
 	})
+
+	t.Run("camera comes back refusing the password", func(t *testing.T) {
+		// Its password was changed while it rebooted: the page says what
+		// to fix, not just that it is gone, and plays again once the
+		// camera takes the agent's password.
+		if err := rec.Server().Reject(1, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := rec.Restart(500 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 10*time.Second, "refusal shown", waitJS(`document.querySelector('.status').textContent.includes('refused the user name or password')`))
+		screenshot(t, ctx, "camera-refuses-password")
+		before := frames()
+		if err := rec.Server().Reject(1, false); err != nil {
+			t.Fatal(err)
+		}
+		do(t, ctx, 12*time.Second, "picture back once the password is accepted",
+			waitJS(fmt.Sprintf(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > %d + 25; })()`, before)),
+			waitJS(`!document.querySelector('.status').textContent.includes('refused')`))
+		if session() != "1" {
+			t.Fatal("the live session changed")
+		}
+	})
+}
+
+// A camera set to a keyframe every 10 s is not taken for a stalled one:
+// frames keep coming at its rate, the agent sees no outage, and a viewer
+// joining the warm stream starts at once from the cached GOP.
+func TestCameraLongGOP(t *testing.T) {
+	in := startInfraSim(t, 1, func(c *nvr.Config) { c.LongGOPChannels = []int{1} })
+	ag, _ := startAgent(t, in, 1, nil)
+	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
+		t.Fatal(err)
+	}
+	token, err := mintToken(context.Background(), in.dataDir, ag.ID(), []string{"1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := in.rv.URL() + "/whep/" + ag.ID() + "/1"
+	cold := watchWHEPWithin(t, http.DefaultClient, url, token, 1, 15*time.Second)
+	p := &whepPlayer{t: t, url: url, token: token, stall: 2 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 15*time.Second, "playing", func() bool { return p.frames.Load() > 0 })
+	start, from := time.Now(), p.frames.Load()
+	time.Sleep(12 * time.Second)
+	got := p.frames.Load() - from
+	fps := float64(got) / time.Since(start).Seconds()
+	warm := watchWHEPWithin(t, http.DefaultClient, url, token, 1, 5*time.Second)
+	st := ag.Stream("1", "main").Stats()
+	t.Logf("10 s GOP: cold first frame %v, warm %v; %.1f fps over 12 s; %d outages; GOP cache %d frames",
+		cold.firstFrame.Round(time.Millisecond), warm.firstFrame.Round(time.Millisecond), fps, st.Outages, st.GOP)
+	if st.Outages != 0 {
+		t.Fatalf("the agent took a camera with a 10 s GOP for lost %d times", st.Outages)
+	}
+	if fps < 20 {
+		t.Fatalf("%.1f fps over 12 s, want the camera's 25", fps)
+	}
+	p.mu.Lock()
+	n := len(p.connected)
+	p.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("the player connected %d times, want once", n)
+	}
+	if warm.firstFrame > 2*time.Second {
+		t.Fatalf("a viewer joining the warm stream waited %v for its first frame", warm.firstFrame)
+	}
 }
 
 // The agent restarts (killed, back 3 s later): the open page says "Recorder

@@ -32,13 +32,39 @@ func main() {
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
 	h265 := flag.String("h265", "", "comma-separated channels whose main stream is H.265 Main, with an H.264 sub stream (most NVRs' default)")
 	onvifAddr := flag.String("onvif", "", "HTTP address for the ONVIF Device and Media services, e.g. 127.0.0.1:8000 (empty: off)")
-	control := flag.String("control", "", "HTTP address of the fault control endpoint, e.g. 127.0.0.1:8099: POST /stall?channel=N[&seconds=S], /resume?channel=N, /restart?seconds=S, /drop (empty: off)")
+	control := flag.String("control", "", "HTTP address of the fault control endpoint, e.g. 127.0.0.1:8099 (empty: off); POST /stall, /resume, /garbage, /clean, /reject, /accept, /long-gop, /short-gop, /resize with ?channel=N, and /restart?seconds=S, /drop")
+	var startFaults []string
+	flag.Func("fault", "a fault on from the start, NAME:CHANNELS (repeatable): stall, garbage (malformed video), reject (401 to every credential), long-gop (a keyframe every 10 s); e.g. -fault reject:2 -fault long-gop:1,3", func(v string) error {
+		startFaults = append(startFaults, v)
+		return nil
+	})
 	discAddr := flag.String("discovery", "", "UDP address answering WS-Discovery probes, e.g. 0.0.0.0:3702 (joins the ONVIF multicast group when the host part is 0.0.0.0; empty: off)")
 	flag.Parse()
 
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	cfg.BFrameChannels = channelList("bframes", *bframes)
 	cfg.H265Channels = channelList("h265", *h265)
+	for _, f := range startFaults {
+		name, chans, _ := strings.Cut(f, ":")
+		list := channelList("fault "+name, chans)
+		if len(list) == 0 {
+			fmt.Fprintf(os.Stderr, "firmware-sim: -fault %s: give NAME:CHANNELS, e.g. -fault stall:1\n", f)
+			os.Exit(2)
+		}
+		switch name {
+		case "stall":
+			cfg.StalledChannels = append(cfg.StalledChannels, list...)
+		case "garbage":
+			cfg.GarbageChannels = append(cfg.GarbageChannels, list...)
+		case "reject":
+			cfg.RejectChannels = append(cfg.RejectChannels, list...)
+		case "long-gop":
+			cfg.LongGOPChannels = append(cfg.LongGOPChannels, list...)
+		default:
+			fmt.Fprintf(os.Stderr, "firmware-sim: -fault %s: unknown fault %q; faults are stall, garbage, reject, long-gop\n", f, name)
+			os.Exit(2)
+		}
+	}
 	cfg.Logger = log
 
 	srv, err := nvr.Start(cfg)

@@ -97,6 +97,11 @@ func LoadH265Clip(channel int) (*Clip, error) {
 // send; the agent must detect and report it.
 func LoadBFrameClip() (*Clip, error) { return loadClip("bframes.h264", 15) }
 
+// LoadLongGOPClip returns a 1280×720 main stream with a keyframe only every
+// 10 s, as cameras set for a low bitrate send: a viewer that joins cold
+// waits for it unless the camera is asked for one.
+func LoadLongGOPClip() (*Clip, error) { return loadClip("longgop.h264", 25) }
+
 func loadClip(name string, fps int) (*Clip, error) {
 	raw, err := clipFS.ReadFile("clips/" + name)
 	if err != nil {

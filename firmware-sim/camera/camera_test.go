@@ -1,6 +1,11 @@
 package camera
 
-import "testing"
+import (
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/internal/media/h264"
+)
 
 // Padded makes a constant-bitrate stream out of a clip: every frame that
 // was smaller than its share of the bitrate now fills it exactly, with a
@@ -43,5 +48,25 @@ func TestPadded(t *testing.T) {
 	}
 	if clip.Padded(0) != clip {
 		t.Fatal("Padded(0) must be the clip itself")
+	}
+}
+
+func TestLongGOPClip(t *testing.T) {
+	c, err := LoadLongGOPClip()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := 0
+	for _, au := range c.AUs {
+		if h264.IsKeyframe(au) {
+			keys++
+		}
+	}
+	// Looped, one keyframe per clip length.
+	if got := time.Duration(len(c.AUs)) * time.Second / time.Duration(c.FPS); keys != 1 || got != 10*time.Second {
+		t.Fatalf("%d keyframes in %v, want 1 in 10 s", keys, got)
+	}
+	if c.Width != 1280 || c.Height != 720 {
+		t.Fatalf("size %dx%d", c.Width, c.Height)
 	}
 }

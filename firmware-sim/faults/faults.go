@@ -1,7 +1,9 @@
 // Package faults makes the simulator misbehave on request, as real cameras
 // do, for tests and for people trying the demo: a small HTTP control
-// endpoint on loopback that stalls a channel, resumes it, drops every
-// connection, or restarts the whole recorder after a pause.
+// endpoint on loopback that stalls a channel, resumes it, mangles its video,
+// refuses its credentials, stretches its keyframe interval, changes its
+// resolution, drops every connection, or restarts the whole recorder after
+// a pause.
 package faults
 
 import (
@@ -63,6 +65,10 @@ func (r *Recorder) Close() { r.Server().Close() }
 //	POST /resume?channel=N             it sends again
 //	POST /garbage?channel=N[&seconds=S] its video turns malformed (until /clean, or for S s)
 //	POST /clean?channel=N              it is clean again
+//	POST /reject?channel=N             it refuses every credential with 401, as after a password change
+//	POST /accept?channel=N             it accepts its own again
+//	POST /long-gop?channel=N           its main stream sends a keyframe only every 10 s
+//	POST /short-gop?channel=N          back to every 4 s
 //	POST /resize?channel=N&small=1     its main stream switches to 640×360 mid-stream (small=0: back)
 //	POST /restart?seconds=S            the recorder goes away and is back after S s (default 8)
 //	POST /drop                         every connection drops; the recorder is back at once
@@ -111,6 +117,10 @@ func (r *Recorder) Handler() http.Handler {
 	}
 	toggle("/garbage", "sends garbage", (*nvr.Server).Garbage, true)
 	toggle("/clean", "is clean again", (*nvr.Server).Garbage, false)
+	toggle("/reject", "refuses credentials", (*nvr.Server).Reject, true)
+	toggle("/accept", "accepts its credentials again", (*nvr.Server).Reject, false)
+	toggle("/long-gop", "sends a keyframe every 10 s", (*nvr.Server).LongGOP, true)
+	toggle("/short-gop", "sends a keyframe every 4 s", (*nvr.Server).LongGOP, false)
 	mux.HandleFunc("POST /resize", func(w http.ResponseWriter, req *http.Request) {
 		ch, err := strconv.Atoi(req.URL.Query().Get("channel"))
 		if err == nil {

@@ -43,6 +43,10 @@ type Config struct {
 	// H265Channels lists channels whose main stream is H.265 Main (the sub
 	// stream stays H.264), like a real Hikvision or Dahua NVR's default.
 	H265Channels []int
+	// StalledChannels, GarbageChannels and RejectChannels start with those
+	// faults on (see Stall, Garbage and Reject); LongGOPChannels' main
+	// streams send a keyframe only every 10 s (see LongGOP).
+	StalledChannels, GarbageChannels, RejectChannels, LongGOPChannels []int
 	// KeyframeOnPlay makes a stream send a keyframe at once when a client
 	// starts playing it, as many cameras do for a new RTSP session;
 	// without it a new client waits for the next one (every 4 s on main
@@ -83,6 +87,19 @@ func (c Config) Validate() error {
 			return fmt.Errorf("nvr: bframes: channel %d does not exist", ch)
 		}
 	}
+	for name, list := range map[string][]int{"stall": c.StalledChannels, "garbage": c.GarbageChannels,
+		"reject": c.RejectChannels, "long-gop": c.LongGOPChannels} {
+		for _, ch := range list {
+			if ch < 1 || ch > c.Channels {
+				return fmt.Errorf("nvr: %s: channel %d does not exist", name, ch)
+			}
+		}
+	}
+	for _, ch := range c.LongGOPChannels {
+		if contains(c.H265Channels, ch) || contains(c.BFrameChannels, ch) {
+			return fmt.Errorf("nvr: long-gop: channel %d is also in h265 or bframes; pick one main stream", ch)
+		}
+	}
 	for _, ch := range c.H265Channels {
 		if ch < 1 || ch > c.Channels {
 			return fmt.Errorf("nvr: h265: channel %d does not exist", ch)
@@ -117,6 +134,12 @@ type Server struct {
 	// garbage holds a flag per channel: set, the channel's video is
 	// mangled (truncated packets, random payloads, junk in between).
 	garbage map[int]*atomic.Bool
+	// reject holds a flag per channel: set, the channel refuses every
+	// credential (401), as a camera whose password was changed does.
+	reject map[int]*atomic.Bool
+	// longGOP holds a flag per channel: set, its main stream is the
+	// 10-s-GOP clip.
+	longGOP map[int]*atomic.Bool
 	// keyframe asks a stream's player for a keyframe now; swap hands it
 	// another clip (a resolution change).
 	keyframe map[streamKey]chan struct{}
@@ -134,9 +157,13 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
 		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, garbage: map[int]*atomic.Bool{},
-		keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{}}
+		reject: map[int]*atomic.Bool{}, longGOP: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{}}
 	for ch := 1; ch <= cfg.Channels; ch++ {
-		s.stalled[ch], s.garbage[ch] = new(atomic.Bool), new(atomic.Bool)
+		s.stalled[ch], s.garbage[ch], s.reject[ch], s.longGOP[ch] = new(atomic.Bool), new(atomic.Bool), new(atomic.Bool), new(atomic.Bool)
+		s.stalled[ch].Store(contains(cfg.StalledChannels, ch))
+		s.garbage[ch].Store(contains(cfg.GarbageChannels, ch))
+		s.reject[ch].Store(contains(cfg.RejectChannels, ch))
+		s.longGOP[ch].Store(contains(cfg.LongGOPChannels, ch))
 	}
 
 	tcp, err := net.Listen("tcp", cfg.Listen)
@@ -195,6 +222,9 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 	}
 	if kind == camera.Main && contains(s.cfg.H265Channels, ch) {
 		clip, err = camera.LoadH265Clip(ch)
+	}
+	if kind == camera.Main && s.longGOP[ch].Load() {
+		clip, err = camera.LoadLongGOPClip()
 	}
 	if err != nil {
 		return err
@@ -313,14 +343,53 @@ func (s *Server) setFlag(flags map[int]*atomic.Bool, channel int, on bool, what 
 	return nil
 }
 
-// Resize makes a channel's main stream switch to its sub stream's picture
-// (small true: 640×360, 15 fps) or back to its own, mid-stream, with new
-// SPS/PPS in band, as a camera reconfigured by its owner does.
-func (s *Server) Resize(channel int, small bool) error {
+// Reject makes a channel refuse every credential with 401 (on true), as a
+// camera whose password was changed does, or accept its own again.
+func (s *Server) Reject(channel int, on bool) error {
+	return s.setFlag(s.reject, channel, on, "reject")
+}
+
+// LongGOP makes a channel's main stream send a keyframe only every 10 s
+// (on true), as a camera set for a low bitrate does, or its own 4 s again.
+// The switch comes in band, like a reconfigured camera's.
+func (s *Server) LongGOP(channel int, on bool) error {
+	f := s.longGOP[channel]
+	if f == nil {
+		return fmt.Errorf("nvr: channel %d does not exist", channel)
+	}
+	clip, err := camera.LoadClip(channel, camera.Main)
+	if on {
+		clip, err = camera.LoadLongGOPClip()
+	}
+	if err != nil {
+		return err
+	}
+	if err := s.swapClip(channel, clip.Padded(s.cfg.MainKbps)); err != nil {
+		return err
+	}
+	f.Store(on)
+	s.log.Info("channel fault", "channel", channel, "long_gop", on)
+	return nil
+}
+
+// swapClip hands a channel's main stream another clip.
+func (s *Server) swapClip(channel int, clip *camera.Clip) error {
 	swap := s.swap[streamKey{channel, camera.Main}]
 	if swap == nil {
 		return fmt.Errorf("nvr: channel %d does not exist", channel)
 	}
+	select {
+	case swap <- clip:
+		return nil
+	default:
+		return fmt.Errorf("nvr: channel %d is already changing", channel)
+	}
+}
+
+// Resize makes a channel's main stream switch to its sub stream's picture
+// (small true: 640×360, 15 fps) or back to its own, mid-stream, with new
+// SPS/PPS in band, as a camera reconfigured by its owner does.
+func (s *Server) Resize(channel int, small bool) error {
 	clip, err := camera.LoadClip(channel, camera.Sub)
 	if !small {
 		clip, err = camera.LoadClip(channel, camera.Main)
@@ -328,10 +397,8 @@ func (s *Server) Resize(channel int, small bool) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case swap <- clip:
-	default:
-		return fmt.Errorf("nvr: channel %d is already changing", channel)
+	if err := s.swapClip(channel, clip); err != nil {
+		return err
 	}
 	s.log.Info("channel resized", "channel", channel, "width", clip.Width, "height", clip.Height)
 	return nil
@@ -342,6 +409,17 @@ func (s *Server) Resize(channel int, small bool) error {
 func (s *Server) Config() Config {
 	c := s.cfg
 	c.Listen = s.addr
+	// A camera's settings survive its restart: the password it refuses and
+	// its keyframe interval; a stall or garbage does not.
+	c.RejectChannels, c.LongGOPChannels, c.StalledChannels, c.GarbageChannels = nil, nil, nil, nil
+	for ch := 1; ch <= c.Channels; ch++ {
+		if s.reject[ch].Load() {
+			c.RejectChannels = append(c.RejectChannels, ch)
+		}
+		if s.longGOP[ch].Load() {
+			c.LongGOPChannels = append(c.LongGOPChannels, ch)
+		}
+	}
 	return c
 }
 
@@ -398,10 +476,10 @@ func ParsePath(path, query string) (channel int, kind string, ok bool) {
 }
 
 func (s *Server) lookup(c *gortsplib.ServerConn, req *base.Request, path, query string) (*base.Response, *gortsplib.ServerStream, error) {
-	if !c.VerifyCredentials(req, s.cfg.User, s.cfg.Pass) {
+	ch, kind, ok := ParsePath(path, query)
+	if f := s.reject[ch]; !c.VerifyCredentials(req, s.cfg.User, s.cfg.Pass) || (f != nil && f.Load()) {
 		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}
 	}
-	ch, kind, ok := ParsePath(path, query)
 	st := s.streams[streamKey{ch, kind}]
 	if !ok || st == nil {
 		s.log.Info("unknown stream requested", "path", path, "query", query, "remote", c.NetConn().RemoteAddr())

@@ -167,3 +167,42 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 }
+
+// The faults a test can switch: a channel that refuses its credentials (and
+// only that channel), and back; a long GOP chosen at start, kept across a
+// restart's config.
+func TestRejectAndLongGOP(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen = "127.0.0.1:0"
+	cfg.Channels = 2
+	cfg.Audio = false
+	cfg.LongGOPChannels = []int{2}
+	srv, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.Reject(1, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ffprobe(t, srv.URL(1, camera.Main), "tcp"); err == nil || !strings.Contains(stderr, "401") {
+		t.Fatalf("channel 1 rejecting: ffprobe err %v, said %q; want 401", err, stderr)
+	}
+	p, stderr, err := ffprobe(t, srv.URL(2, camera.Main), "tcp")
+	if err != nil || len(p.Streams) != 1 || p.Streams[0].Width != 1280 {
+		t.Fatalf("channel 2 while 1 rejects: %v %s %+v", err, stderr, p)
+	}
+	got := srv.Config()
+	if fmt.Sprint(got.RejectChannels, got.LongGOPChannels) != "[1] [2]" {
+		t.Fatalf("config after the faults: reject %v, long-gop %v; want [1] [2]", got.RejectChannels, got.LongGOPChannels)
+	}
+	if err := srv.Reject(1, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := ffprobe(t, srv.URL(1, camera.Main), "tcp"); err != nil {
+		t.Fatalf("channel 1 accepting again: %v %s", err, stderr)
+	}
+	if err := srv.Reject(3, true); err == nil {
+		t.Fatal("rejecting a channel that does not exist: no error")
+	}
+}

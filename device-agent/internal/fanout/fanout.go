@@ -66,7 +66,11 @@ const (
 // an event about the camera.
 type Frame struct {
 	// Event, when set, makes this frame an event and nothing else.
-	Event    string
+	Event string
+	// Reason, on a camera-lost event, is what a person can fix when the
+	// camera refuses the agent (a changed password, a removed stream);
+	// empty while it just does not answer.
+	Reason   string
 	Video    bool
 	Keyframe bool
 	// TS is the camera's RTP timestamp (90 kHz video, audio clock for audio).
@@ -158,14 +162,18 @@ type Stream struct {
 	// bframesReported is set once B-frames have been logged.
 	bframesReported bool
 
-	// down is set from a lost camera until its next keyframe.
-	down bool
+	// down is set from a lost camera until its next keyframe; outages
+	// counts the losses.
+	down    bool
+	outages uint64
 	// bad counts unusable packets by what was wrong, since the last
 	// summary.
 	bad map[string]int
 
 	// Counters, read with Stats.
 	frames, dropped atomic.Uint64
+	// lostPackets counts RTP packets the camera's stream lost on the way.
+	lostPackets atomic.Uint64
 	// lastVideo is when the current run last had video (unix ns; 0 before
 	// its first frame); frameGap the usual time between frames (a moving
 	// average, ns), so a 1 fps camera is not taken for a stalled one.
@@ -178,7 +186,11 @@ type Stats struct {
 	Dropped uint64 // frames not delivered to slow viewers, summed
 	Viewers int
 	GOP     int // frames in the GOP cache
-	Running bool
+	// Outages counts the times the camera was lost while playing.
+	Outages uint64
+	// LostPackets counts RTP packets lost between the camera and the agent.
+	LostPackets uint64
+	Running     bool
 }
 
 // New returns a stopped stream.
@@ -214,7 +226,8 @@ func New(cfg Config) *Stream {
 func (s *Stream) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Frames: s.frames.Load(), Dropped: s.dropped.Load(), Viewers: len(s.subs), GOP: len(s.gop), Running: s.cancel != nil}
+	return Stats{Frames: s.frames.Load(), Dropped: s.dropped.Load(), Viewers: len(s.subs), GOP: len(s.gop),
+		Running: s.cancel != nil, Outages: s.outages, LostPackets: s.lostPackets.Load()}
 }
 
 // Acquire holds the stream open for a viewer and waits until its format is
@@ -300,6 +313,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 	markReady := func() { readyOnce.Do(func() { close(ready) }) }
 	url := s.cfg.URL
 	var outage time.Time // when the camera was lost; zero while it is up
+	told := ""           // the refusal viewers were last told of, this outage
 	go s.summarise(ctx)
 	for attempt := 0; ; attempt++ {
 		var enc encoder
@@ -326,6 +340,7 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 				},
 				OnAudio: s.onAudio,
 				OnBad:   s.onBad,
+				OnLost:  func(n uint64) { s.lostPackets.Add(n) },
 			})
 		stopRun()
 		if ctx.Err() != nil {
@@ -348,10 +363,16 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 			// It was playing: a new outage. Viewers hear it at once, and the
 			// cached GOP goes, so that no keyframe request replays a stale
 			// picture as if it were live.
-			outage, attempt = time.Now(), 0
-			s.lost(err)
+			outage, attempt, told = time.Now(), 0, ""
+			s.lost(err, "")
 		} else if outage.IsZero() {
 			outage = time.Now()
+		}
+		if why := fixable(err); !wasUp && !first && why != "" && why != told {
+			// The camera answers but refuses: viewers waiting on it learn
+			// what to fix, not just that it is gone.
+			told = why
+			s.lost(err, why)
 		}
 		wait := retry.Delay(attempt, time.Since(outage))
 		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(url), "err", err, "in", wait.Round(time.Millisecond))
@@ -468,18 +489,32 @@ func (s *Stream) summarise(ctx context.Context) {
 	}
 }
 
-// lost tells every viewer the camera is gone and drops the cached GOP.
-func (s *Stream) lost(err error) {
+// fixable is the sentence for a camera refusal a person can fix, or "".
+func fixable(err error) string {
+	if errors.Is(err, rtspsource.ErrAuth) || errors.Is(err, rtspsource.ErrNotFound) || errors.Is(err, rtspsource.ErrNoVideo) {
+		return err.Error()
+	}
+	return ""
+}
+
+// lost tells every viewer the camera is gone (and why, when reason is set)
+// and drops the cached GOP.
+func (s *Stream) lost(err error, reason string) {
 	s.mu.Lock()
 	s.gop, s.gopBytes = nil, 0
 	s.down = true
+	if reason == "" {
+		s.outages++
+	}
 	subs := make([]*Sub, 0, len(s.subs))
 	for sub := range s.subs {
 		subs = append(subs, sub)
 	}
 	s.mu.Unlock()
-	s.log.Warn("camera lost; telling its viewers and reconnecting", "err", err)
-	ev := &Frame{Event: EventCameraLost, At: time.Now()}
+	if reason == "" {
+		s.log.Warn("camera lost; telling its viewers and reconnecting", "err", err)
+	}
+	ev := &Frame{Event: EventCameraLost, Reason: reason, At: time.Now()}
 	for _, sub := range subs {
 		sub.event(ev)
 	}

@@ -723,11 +723,18 @@ func (t *boundTrack) Bind(c webrtc.TrackLocalContext) (webrtc.RTPCodecParameters
 }
 
 // cameraEvent tells the viewer its camera was lost or is back.
-func (s *Session) cameraEvent(ev string) {
+func (s *Session) cameraEvent(ev, reason string) {
 	switch ev {
 	case fanout.EventCameraLost:
-		s.log.Info("camera lost; the session stays up while the agent reconnects")
-		s.send(&proto.Status{Session: s.id, State: proto.StateCameraLost, Message: "Camera not responding — reconnecting…"})
+		msg := "Camera not responding — reconnecting…"
+		if reason != "" {
+			// "The camera refused the user name or password (RTSP 401):
+			// check the user and password in the camera URL. Retrying…"
+			msg = strings.ToUpper(reason[:1]) + reason[1:] + ". Retrying…"
+		} else {
+			s.log.Info("camera lost; the session stays up while the agent reconnects")
+		}
+		s.send(&proto.Status{Session: s.id, State: proto.StateCameraLost, Message: msg})
 	case fanout.EventCameraBack:
 		s.send(&proto.Status{Session: s.id, State: proto.StateCameraBack})
 	}
@@ -795,7 +802,7 @@ func (s *Session) write(sub *fanout.Sub) {
 		case f = <-sub.C():
 		}
 		if f.Event != "" {
-			s.cameraEvent(f.Event)
+			s.cameraEvent(f.Event, f.Reason)
 			continue
 		}
 		behind := time.Since(f.At) > freshAge

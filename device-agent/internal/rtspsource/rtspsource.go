@@ -72,6 +72,9 @@ type Handler struct {
 	// (truncated, malformed, out of place), with what was wrong: the
 	// stream goes on, and the caller counts and summarises.
 	OnBad func(what string)
+	// OnLost, when set, hears how many RTP packets went missing (sequence
+	// gaps); the depacketizer resumes at the next whole frame.
+	OnLost func(n uint64)
 }
 
 // Config says what to pull.
@@ -89,7 +92,25 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	if err != nil {
 		return fmt.Errorf("rtsp url: %w", err)
 	}
-	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, ReadTimeout: 10 * time.Second, UserAgent: "PeerCam device-agent"}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, ReadTimeout: 10 * time.Second, UserAgent: "PeerCam device-agent",
+		// gortsplib prints these with the standard logger, a line per
+		// packet; they are counted and summarised instead.
+		OnDecodeError: func(error) {
+			if h.OnBad != nil {
+				h.OnBad("undecodable RTP or RTCP")
+			}
+		},
+		OnPacketsLost: func(n uint64) {
+			if h.OnLost != nil {
+				h.OnLost(n)
+			}
+		},
+		OnTransportSwitch: func(err error) { log.Info("camera transport switched", "why", err) },
+	}
 	switch cfg.Transport {
 	case "", "tcp":
 		t := gortsplib.TransportTCP
@@ -153,20 +174,11 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 		h.OnInfo(info)
 	}
 
-	decode, err := depacketizer(videoFormat)
+	onVideo, err := videoPackets(videoFormat, h)
 	if err != nil {
 		return err
 	}
-	c.OnPacketRTP(video, videoFormat, func(pkt *rtp.Packet) {
-		au, err := decode(pkt)
-		if err != nil {
-			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrMorePacketsNeeded) && h.OnBad != nil {
-				h.OnBad(badKind(err))
-			}
-			return
-		}
-		h.OnVideo(au, pkt.Timestamp)
-	})
+	c.OnPacketRTP(video, videoFormat, onVideo)
 	if audio != nil && h.OnAudio != nil {
 		c.OnPacketRTP(audio, g711, func(pkt *rtp.Packet) { h.OnAudio(pkt) })
 	}
@@ -178,6 +190,28 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 		return nil
 	}
 	return explain(err)
+}
+
+// videoPackets turns the camera's video RTP packets into h's calls: an
+// access unit to OnVideo when one is complete, a word to OnBad for a packet
+// that cannot be used. Nothing a camera sends can make it fail.
+func videoPackets(f format.Format, h Handler) (func(*rtp.Packet), error) {
+	decode, err := depacketizer(f)
+	if err != nil {
+		return nil, err
+	}
+	return func(pkt *rtp.Packet) {
+		au, err := decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrMorePacketsNeeded) && h.OnBad != nil {
+				h.OnBad(badKind(err))
+			}
+			return
+		}
+		if len(au) > 0 && h.OnVideo != nil {
+			h.OnVideo(au, pkt.Timestamp)
+		}
+	}, nil
 }
 
 // depacketizer returns the RTP-to-access-unit decoder for an H.264 or H.265

@@ -41,3 +41,12 @@ ffmpeg -y -loglevel error -f lavfi -i "color=c=0x3a1d1d:s=640x360:r=15:d=4" \
   -vf "drawbox=x='mod(t*80,590)':y=300:w=50:h=30:color=0xf0a030:t=fill" \
   -c:v libx264 -profile:v main -bf 2 -g 30 -keyint_min 30 -sc_threshold 0 \
   -x264-params repeat-headers=1 -pix_fmt yuv420p -b:v 150k -f h264 bframes.h264
+# A main stream with a keyframe only every 10 s, as cameras set for low
+# bitrate (or "smart codec" modes) send: 10 s long, one keyframe at its
+# start, so looped it keeps the interval.
+F2=/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf
+ffmpeg -y -loglevel error -f lavfi -i "color=c=0x2b2b2b:s=1280x720:r=25:d=10" \
+  -vf "drawbox=x='mod(t*160,1180)':y=600:w=100:h=60:color=0xf0a030:t=fill,drawtext=fontfile=$F2:text='LONG GOP 10 s':fontsize=100:fontcolor=white:x=80:y=120,drawtext=fontfile=$F2:text='frame %{n}':fontsize=80:fontcolor=0x9fd0ff:x=80:y=330" \
+  -c:v libx264 -profile:v high -level 3.1 -bf 0 -g 250 -keyint_min 250 -sc_threshold 0 \
+  -x264-params repeat-headers=1 -pix_fmt yuv420p -b:v 400k -maxrate 600k -bufsize 1200k \
+  -f h264 longgop.h264

@@ -66,7 +66,13 @@ func whepRefuse(w http.ResponseWriter, err error) {
 	case http.StatusUnauthorized:
 		w.Header().Set("WWW-Authenticate", `Bearer realm="peercam"`)
 	case http.StatusTooManyRequests, http.StatusServiceUnavailable:
-		w.Header().Set("Retry-After", "10")
+		// An offline recorder or an unreachable camera is usually back in
+		// seconds (a restart): a player retrying soon is back soon after.
+		retry := "10"
+		if c := whepCode(err); c == proto.CodeDeviceOffline || c == proto.CodeCameraUnreachable {
+			retry = "2"
+		}
+		w.Header().Set("Retry-After", retry)
 	}
 	msg := hub.Sentence(err)
 	if errors.Is(err, hub.ErrUnauthorized) && !errors.Is(err, hub.ErrSignedOut) {
@@ -139,17 +145,22 @@ func (a *API) whepOffer(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, s.Answer)
 }
 
+// whepCode is a refusal's wire code, the agent's own when it refused.
+func whepCode(err error) proto.Code {
+	var pe *hub.PeerError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return hub.CodeOf(err)
+}
+
 // whepStatus maps a refusal to its HTTP status: 401 no valid credentials,
 // 403 valid but not allowed now (revoked, expired, over a cap, another
 // owner's), 404 no such device or camera, 429 rate-limited, 503 offline or
 // the recorder is full, 504 no answer.
 func whepStatus(err error) int {
-	code := hub.CodeOf(err)
 	var pe *hub.PeerError
-	if errors.As(err, &pe) {
-		code = pe.Code
-	}
-	switch code {
+	switch whepCode(err) {
 	case proto.CodeUnauthorized:
 		return http.StatusUnauthorized
 	case proto.CodeForbidden, proto.CodeRevoked, proto.CodeExpired, proto.CodeViewerCap:
