@@ -74,6 +74,7 @@ func run(args []string) error {
 	fs.Float64Var(&cfg.DeviceMsgs.Rate, "device-msg-rate", api.DefaultDeviceMsgs.Rate, "signaling messages a second one agent socket may send after its burst")
 	fs.IntVar(&cfg.DeviceMsgs.Burst, "device-msg-burst", api.DefaultDeviceMsgs.Burst, "signaling messages one agent socket may send at once")
 	maxMsg := fs.Int64("max-message-size", proto.MaxMessageSize, "largest signaling message in bytes (at most the protocol's 65536); a larger one closes the socket")
+	fs.StringVar(&cfg.MetricsAddr, "metrics", "", "address serving Prometheus metrics at /metrics, e.g. 127.0.0.1:9109 (plain HTTP; empty: off)")
 	fs.DurationVar(&cfg.ResumeGrace, "resume-grace", 10*time.Second, "how long a viewer's sessions outlive a socket that dropped without closing, for the page to resume them")
 	_ = fs.Parse(args)
 	if *maxMsg < 4096 || *maxMsg > proto.MaxMessageSize {

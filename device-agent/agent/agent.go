@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"github.com/peercam/peercam/device-agent/internal/clock"
 	"github.com/peercam/peercam/device-agent/internal/fanout"
 	"github.com/peercam/peercam/device-agent/internal/identity"
+	"github.com/peercam/peercam/device-agent/internal/metrics"
 	"github.com/peercam/peercam/device-agent/internal/peer"
 	"github.com/peercam/peercam/device-agent/internal/portmap"
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
@@ -46,6 +48,9 @@ type Agent struct {
 	// mapper keeps a port mapping on the home router; nil when off.
 	mapper *portmap.Mapper
 	link   *rvclient.Client
+	// metrics are the agent's Prometheus figures; served when
+	// metrics_listen is set.
+	metrics *metrics.Metrics
 	// clock is the time for token checks: the rendezvous's, once known.
 	clock *clock.Clock
 
@@ -75,6 +80,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: log.With("device", id.ID), id: id, cameras: map[string]Camera{}, streams: map[string]*fanout.Stream{},
 		clock: clock.New(cfg.SystemClock, BuildInfo().Time)}
+	a.metrics = metrics.New(func() int { return a.peers.Count() })
 	if p, err := id.Pinned(); err == nil && p != nil {
 		a.pinned = p
 	}
@@ -112,9 +118,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		if oc, ok := resolvers[c.ID]; ok {
 			mainCfg.Resolve, subCfg.Resolve = oc.resolver(proto.StreamMain), oc.resolver(proto.StreamSub)
 		}
-		a.streams[c.ID+"/"+proto.StreamMain] = fanout.New(mainCfg)
+		a.addStream(c.ID, proto.StreamMain, fanout.New(mainCfg))
 		if c.SubURL != "" {
-			a.streams[c.ID+"/"+proto.StreamSub] = fanout.New(subCfg)
+			a.addStream(c.ID, proto.StreamSub, fanout.New(subCfg))
 		}
 	}
 	if len(cams) == 0 {
@@ -133,6 +139,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		UDPMux:          webrtc.NewICEUDPMux(logging.PionFactory{Log: a.log}.NewLogger("udpmux"), a.udp),
 		IncludeLoopback: loopback,
 		QueueFrames:     cfg.ViewerQueueFrames,
+		Metrics:         a.metrics,
 		Logger:          a.log,
 	}
 	if len(protocols) > 0 && !loopback {
@@ -157,6 +164,29 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	return a, nil
 }
 
+// addStream keeps a camera stream and registers its figures.
+func (a *Agent) addStream(camera, kind string, st *fanout.Stream) {
+	a.streams[camera+"/"+kind] = st
+	a.metrics.Camera(camera, kind, func() metrics.CameraStats {
+		s := st.Stats()
+		return metrics.CameraStats{Frames: s.Frames, Dropped: s.Dropped, Outages: s.Outages, LostPackets: s.LostPackets,
+			Viewers: s.Viewers, Up: s.Running && !s.Down}
+	})
+}
+
+// send sends m to the rendezvous, counted.
+func (a *Agent) send(m proto.Message) {
+	a.metrics.SignalOut.Inc()
+	if _, ok := m.(*proto.Error); ok {
+		a.metrics.SignalErrors.Inc()
+		a.metrics.SessionsRefused.Inc()
+	}
+	a.link.Send(m)
+}
+
+// Metrics are the agent's figures (tests read them without the endpoint).
+func (a *Agent) Metrics() *metrics.Metrics { return a.metrics }
+
 // ID is the device ID.
 func (a *Agent) ID() string { return a.id.ID }
 
@@ -173,6 +203,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.cfg.PlainHTTP() && a.cfg.InsecureRendezvous {
 		a.log.Warn("INSECURE: the rendezvous link is plain http (insecure_rendezvous: true). Anyone on the network path can " +
 			"impersonate the server and, on first contact, pin their own key. Use this only in a lab; use https:// in real use")
+	}
+	if a.cfg.MetricsListen != "" {
+		ln, err := net.Listen("tcp", a.cfg.MetricsAddr())
+		if err != nil {
+			// Metrics are not worth not serving video for.
+			a.log.Error("metrics_listen: cannot listen; metrics are off", "err", err)
+		} else {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", a.metrics.Handler())
+			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+			go func() { _ = srv.Serve(ln) }()
+			defer srv.Close()
+			a.log.Info("metrics ready", "url", "http://"+ln.Addr().String()+"/metrics")
+		}
 	}
 	var mapped sync.WaitGroup
 	if a.mapper != nil {
@@ -198,6 +242,7 @@ func (a *Agent) closeStreams() {
 }
 
 func (a *Agent) handle(m proto.Message) {
+	a.metrics.SignalIn.Inc()
 	switch m := m.(type) {
 	case *proto.Welcome:
 		a.onWelcome(m)
@@ -219,6 +264,7 @@ func (a *Agent) handle(m proto.Message) {
 	case *proto.Bye:
 		a.peers.Bye(m.Session, m.Reason)
 	case *proto.Error:
+		a.metrics.SignalErrors.Inc()
 		a.log.Warn("rendezvous reported an error", "session", m.Session, "code", m.Code, "message", m.Message)
 	default:
 		a.log.Debug("ignored message", "type", m.MessageType())
@@ -310,7 +356,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	log := a.log.With("session", o.Session, "camera", o.Camera)
 	fail := func(code proto.Code, msg string) {
 		log.Info("session refused", "code", code, "why", msg)
-		a.link.Send(proto.NewError(o.Session, code, msg))
+		a.send(proto.NewError(o.Session, code, msg))
 	}
 	claims, err := a.checkToken(o)
 	if err != nil {
@@ -378,7 +424,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	a.mu.Unlock()
 	trickle := o.Trickle == nil || *o.Trickle
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
-		ICEServers: ice, Stream: st, Send: a.link.Send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
+		ICEServers: ice, Stream: st, Send: a.send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
 		Claim: claims.Claim, Owner: owner, Subject: claims.Subject, Served: served})
 	switch {
 	case err == nil && restart:

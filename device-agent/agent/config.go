@@ -68,6 +68,13 @@ type Config struct {
 	// grow. Default 48MiB, which leaves room on a 128 MB recorder; "off"
 	// removes it.
 	MemoryLimit Size `yaml:"memory_limit"`
+	// MetricsListen, when set, serves Prometheus metrics over plain HTTP at
+	// /metrics on this address, e.g. 127.0.0.1:9108 (a bare :9108 means
+	// loopback). Off by default. The figures name cameras, not secrets, but
+	// they are nobody else's business: a non-loopback address is refused
+	// unless metrics_public is true.
+	MetricsListen string `yaml:"metrics_listen"`
+	MetricsPublic bool   `yaml:"metrics_public"`
 	// RendezvousCA is an optional PEM file of CA certificates to trust for
 	// the rendezvous, for a self-hosted one with its own CA. Without it the
 	// system's roots are used, or a built-in set where the box has none.
@@ -192,6 +199,15 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("agent: rtsp_transport: %q is not tcp, udp or auto", c.RTSPTransport)
 	}
+	if c.MetricsListen != "" {
+		host, _, err := net.SplitHostPort(c.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("agent: metrics_listen: %w (e.g. 127.0.0.1:9108)", err)
+		}
+		if host != "" && !loopbackHost(host) && !c.MetricsPublic {
+			return fmt.Errorf("agent: metrics_listen: %s is not a loopback address; scrape through a tunnel, or set metrics_public: true to serve it on the network", c.MetricsListen)
+		}
+	}
 	if c.MemoryLimit != 0 && c.MemoryLimit < 16<<20 {
 		return fmt.Errorf("agent: memory_limit: %s is too small to serve video; use at least 16MiB, or off", c.MemoryLimit)
 	}
@@ -267,6 +283,15 @@ func loopbackHost(h string) bool {
 }
 
 // PlainHTTP tells whether the rendezvous link is unencrypted.
+// MetricsAddr is the address metrics are served on; a bare port means
+// loopback.
+func (c Config) MetricsAddr() string {
+	if strings.HasPrefix(c.MetricsListen, ":") {
+		return "127.0.0.1" + c.MetricsListen
+	}
+	return c.MetricsListen
+}
+
 func (c Config) PlainHTTP() bool { return strings.HasPrefix(strings.ToLower(c.Rendezvous), "http://") }
 
 func (c Config) nvrChannels() int {

@@ -20,6 +20,7 @@ import (
 	"github.com/peercam/peercam/rendezvous/internal/api"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/hub"
+	"github.com/peercam/peercam/rendezvous/internal/metrics"
 	"github.com/peercam/peercam/rendezvous/internal/store"
 	"github.com/peercam/peercam/rendezvous/internal/stun"
 	"github.com/peercam/peercam/rendezvous/internal/turnrest"
@@ -66,6 +67,11 @@ type Config struct {
 	// send: largest message and messages per second after a burst. Zero
 	// fields: 64 KiB, viewers 50/s after 400, devices 500/s after 2000.
 	ViewerMsgs, DeviceMsgs wsconn.Limits
+	// MetricsAddr, when set, serves Prometheus metrics at /metrics on this
+	// address (plain HTTP; keep it on loopback or a private network).
+	// MetricsListener is used instead when set (tests).
+	MetricsAddr     string
+	MetricsListener net.Listener
 	// ResumeGrace is how long a viewer's sessions outlive its socket when
 	// the socket drops without a close (a network change, a sleeping
 	// phone), for the page to take them to a new one. Default 10 s.
@@ -143,6 +149,9 @@ type Server struct {
 	ln    net.Listener
 	stunC net.PacketConn
 	stun  *stun.Server
+	// metrics, and the listener serving them (nil when off).
+	metrics   *metrics.Metrics
+	metricsLn net.Listener
 }
 
 // New opens the store and the listeners. Run serves.
@@ -198,17 +207,45 @@ func New(cfg Config) (*Server, error) {
 	if s.cfg.STUNURL == "" && s.stunC != nil {
 		s.cfg.STUNURL = "stun:" + s.stunC.LocalAddr().String()
 	}
+	s.metrics = metrics.New(metrics.Live{
+		DevicesOnline: func() int { return s.hub.DevicesOnline() },
+		Sessions:      func() int { return s.hub.SessionCount() },
+		Sockets:       func() int { return s.hub.Sockets() },
+	})
+	s.metricsLn = cfg.MetricsListener
+	if s.metricsLn == nil && cfg.MetricsAddr != "" {
+		if s.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			s.closeListeners()
+			s.store.Close()
+			return nil, fmt.Errorf("rendezvous: metrics: %w", err)
+		}
+	}
 	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL,
-		OfferTimeout: cfg.OfferTimeout, ResumeGrace: cfg.ResumeGrace, Logger: cfg.Logger})
+		OfferTimeout: cfg.OfferTimeout, ResumeGrace: cfg.ResumeGrace, Metrics: s.metrics, Logger: cfg.Logger})
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
 		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
 		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst,
-		ViewerMsgs: cfg.ViewerMsgs, DeviceMsgs: cfg.DeviceMsgs, Logger: cfg.Logger})
+		ViewerMsgs: cfg.ViewerMsgs, DeviceMsgs: cfg.DeviceMsgs, Metrics: s.metrics, Logger: cfg.Logger})
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	if s.stunC != nil {
 		s.stun = stun.New(s.stunC, cfg.Logger)
 	}
 	return s, nil
+}
+
+func (s *Server) closeListeners() {
+	s.ln.Close()
+	if s.stunC != nil {
+		s.stunC.Close()
+	}
+}
+
+// MetricsAddr is the metrics listen address, or "" when off.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
 }
 
 func (s *Server) iceServers() []proto.ICEServer {
@@ -259,6 +296,14 @@ func (s *Server) Run(ctx context.Context) error {
 		}()
 	}
 	go s.hub.WatchStore(ctx, 500*time.Millisecond)
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.Handler())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = msrv.Serve(s.metricsLn) }()
+		defer msrv.Close()
+		s.log.Info("metrics ready", "url", "http://"+s.metricsLn.Addr().String()+"/metrics")
+	}
 	errc := make(chan error, 1)
 	go func() {
 		var err error

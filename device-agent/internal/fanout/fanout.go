@@ -190,7 +190,9 @@ type Stats struct {
 	Outages uint64
 	// LostPackets counts RTP packets lost between the camera and the agent.
 	LostPackets uint64
-	Running     bool
+	// Down is set from a lost camera until its next keyframe.
+	Down    bool
+	Running bool
 }
 
 // New returns a stopped stream.
@@ -227,7 +229,7 @@ func (s *Stream) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{Frames: s.frames.Load(), Dropped: s.dropped.Load(), Viewers: len(s.subs), GOP: len(s.gop),
-		Running: s.cancel != nil, Outages: s.outages, LostPackets: s.lostPackets.Load()}
+		Running: s.cancel != nil, Outages: s.outages, LostPackets: s.lostPackets.Load(), Down: s.down}
 }
 
 // Acquire holds the stream open for a viewer and waits until its format is

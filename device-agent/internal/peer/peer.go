@@ -28,6 +28,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/device-agent/internal/fanout"
+	"github.com/peercam/peercam/device-agent/internal/metrics"
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/internal/logging"
 	"github.com/peercam/peercam/internal/media/h265"
@@ -59,7 +60,9 @@ type Config struct {
 	// long after the answer, so offers that never connect cannot hold the
 	// agent's viewer slots. Default 10 s.
 	ConnectTimeout time.Duration
-	Logger         *slog.Logger
+	// Metrics receives the counters; default, a set of the Manager's own.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Manager owns the sessions.
@@ -101,6 +104,9 @@ func NewManager(cfg Config) *Manager {
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(nil)
 	}
 	m := &Manager{cfg: cfg, log: cfg.Logger.With("component", "peer"), sessions: map[string]*Session{},
 		early: map[string]*earlyCandidates{}}
@@ -665,11 +671,26 @@ func (s *Session) logPath() {
 		local, _ := stats[pair.LocalCandidateID].(webrtc.ICECandidateStats)
 		remote, _ := stats[pair.RemoteCandidateID].(webrtc.ICECandidateStats)
 		relayed := local.CandidateType == webrtc.ICECandidateTypeRelay || remote.CandidateType == webrtc.ICECandidateTypeRelay
+		s.m.cfg.Metrics.Connected(pathKind(local.CandidateType, remote.CandidateType))
 		s.log.Info("viewer connected", "local", local.CandidateType.String(), "remote", remote.CandidateType.String(), "relayed", relayed)
 		s.send(&proto.Path{Session: s.id, Relayed: relayed, Local: local.CandidateType.String(), Remote: remote.CandidateType.String()})
 		return
 	}
+	s.m.cfg.Metrics.Connected("unknown")
 	s.log.Info("viewer connected")
+}
+
+// pathKind names a session's path for the metrics: relay when either end
+// is relayed, srflx when either went through NAT, else host.
+func pathKind(local, remote webrtc.ICECandidateType) string {
+	switch {
+	case local == webrtc.ICECandidateTypeRelay || remote == webrtc.ICECandidateTypeRelay:
+		return "relay"
+	case local == webrtc.ICECandidateTypeSrflx || remote == webrtc.ICECandidateTypeSrflx,
+		local == webrtc.ICECandidateTypePrflx || remote == webrtc.ICECandidateTypePrflx:
+		return "srflx"
+	}
+	return "host"
 }
 
 // close ends the session and tells the viewer.
@@ -757,6 +778,7 @@ func (s *Session) readRTCP(sender *webrtc.RTPSender) {
 					continue
 				}
 				last = time.Now()
+				s.m.cfg.Metrics.KeyframeRequests.Inc()
 				s.mu.Lock()
 				sub := s.sub
 				s.mu.Unlock()
@@ -789,6 +811,12 @@ func (s *Session) write(sub *fanout.Sub) {
 	var lastIn uint32
 	var lastOut time.Time
 	first, aFirst := true, true
+	mt := s.m.cfg.Metrics
+	kind := proto.StreamMain
+	if s.served != nil && s.served.Stream != "" {
+		kind = s.served.Stream
+	}
+	out := mt.ForStream(s.camera, kind)
 	select {
 	case <-s.ctx.Done():
 		return
@@ -814,10 +842,10 @@ func (s *Session) write(sub *fanout.Sub) {
 				aOffset, aFirst = random32()-f.TS, false
 			}
 			for _, p := range f.Packets {
-				out := rtp.Packet{Header: p.Header, Payload: p.Payload}
-				out.SequenceNumber, out.Timestamp = aSeq, f.TS+aOffset
+				pkt := rtp.Packet{Header: p.Header, Payload: p.Payload}
+				pkt.SequenceNumber, pkt.Timestamp = aSeq, f.TS+aOffset
 				aSeq++
-				if err := s.audio.WriteRTP(&out); err != nil {
+				if err := s.audio.WriteRTP(&pkt); err != nil {
 					s.log.Debug("audio write", "err", err)
 				}
 			}
@@ -846,12 +874,18 @@ func (s *Session) write(sub *fanout.Sub) {
 		first = false
 		lastIn = f.TS
 		for _, p := range f.Packets {
-			out := rtp.Packet{Header: p.Header, Payload: p.Payload}
-			out.SequenceNumber, out.Timestamp = vSeq, vTS
+			pkt := rtp.Packet{Header: p.Header, Payload: p.Payload}
+			pkt.SequenceNumber, pkt.Timestamp = vSeq, vTS
 			vSeq++
-			if err := s.video.WriteRTP(&out); err != nil {
+			if err := s.video.WriteRTP(&pkt); err != nil {
 				s.log.Debug("video write", "err", err)
 			}
+		}
+		out.FramesOut.Inc()
+		out.PacketsOut.Add(len(f.Packets))
+		out.BytesOut.Add(f.Size)
+		if !behind {
+			mt.ForwardDelay.Update(time.Since(f.At).Seconds())
 		}
 		if pause > 0 {
 			select {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/rendezvous/internal/metrics"
 	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/hub"
@@ -86,7 +87,9 @@ type Config struct {
 	// send (message size and rate). Zero fields take DefaultViewerMsgs' and
 	// DefaultDeviceMsgs'.
 	ViewerMsgs, DeviceMsgs wsconn.Limits
-	Logger                 *slog.Logger
+	// Metrics receives the counters; default, a set of the API's own.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // API serves HTTP.
@@ -122,6 +125,9 @@ func New(cfg Config) *API {
 	if cfg.OpenBurst <= 0 {
 		cfg.OpenBurst = DefaultOpenBurst
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(metrics.Live{})
+	}
 	cfg.ViewerMsgs = withDefaults(cfg.ViewerMsgs, DefaultViewerMsgs)
 	cfg.DeviceMsgs = withDefaults(cfg.DeviceMsgs, DefaultDeviceMsgs)
 	a := &API{cfg: cfg, log: cfg.Logger.With("component", "api"), pub: cfg.Key.Public().(ed25519.PublicKey),
@@ -131,6 +137,7 @@ func New(cfg Config) *API {
 		opens:       newLimiter(time.Second, cfg.OpenBurst),
 		hashes:      make(chan struct{}, cfg.MaxHashes),
 		mux:         http.NewServeMux()}
+	a.limiter.hit = func() { a.cfg.Metrics.RateLimited.WithLabelValues("http").Inc() }
 	// The default CheckOrigin refuses a browser Origin other than this host,
 	// so another site cannot open a viewer socket with the owner's cookie.
 	a.upgrader = websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
@@ -569,7 +576,7 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !a.deviceConns.acquire(ip, a.cfg.MaxConnsPerAddr) {
-		tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d device connections open, the limit.", a.cfg.MaxConnsPerAddr))
+		a.tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d device connections open, the limit.", a.cfg.MaxConnsPerAddr))
 		return
 	}
 	defer a.deviceConns.release(ip)
@@ -583,7 +590,7 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
 	ip := addrKey(a.clientIP(r))
 	if !a.viewerConns.acquire(ip, a.cfg.MaxConnsPerAddr) {
-		tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d viewer connections open, the limit. Close some tabs.", a.cfg.MaxConnsPerAddr))
+		a.tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d viewer connections open, the limit. Close some tabs.", a.cfg.MaxConnsPerAddr))
 		return
 	}
 	defer a.viewerConns.release(ip)
@@ -621,10 +628,8 @@ func withDefaults(l, d wsconn.Limits) wsconn.Limits {
 // token: a guest cannot churn sessions to flood the owner's log or the
 // agent, from one address or from many.
 func (a *API) allowOpen(ip, tokenID string) error {
-	if a.opens.take("open:"+ip) > 0 {
-		return hub.ErrRateLimited
-	}
-	if tokenID != "" && a.opens.take("open-token:"+tokenID) > 0 {
+	if a.opens.take("open:"+ip) > 0 || (tokenID != "" && a.opens.take("open-token:"+tokenID) > 0) {
+		a.cfg.Metrics.RateLimited.WithLabelValues("open").Inc()
 		return hub.ErrRateLimited
 	}
 	return nil

@@ -41,7 +41,7 @@ func (a *API) hash(ctx context.Context, f func()) error {
 }
 
 func (a *API) hashBusy(w http.ResponseWriter) {
-	tooMany(w, 2*time.Second, "The server is busy checking passwords. Try again in a moment.")
+	a.tooMany(w, 2*time.Second, "The server is busy checking passwords. Try again in a moment.")
 }
 
 // crossSite refuses a sign-in call that a page of another site could have
@@ -79,7 +79,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	}
 	ip := addrKey(a.clientIP(r))
 	if d := a.limiter.wait("login:" + ip); d > 0 {
-		tooMany(w, d, "Too many failed sign-ins from your network. Wait a little and try again.")
+		a.tooMany(w, d, "Too many failed sign-ins from your network. Wait a little and try again.")
 		return
 	}
 	var c credentials
@@ -89,12 +89,12 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	acct := strings.ToLower(strings.TrimSpace(c.Name))
 	pair := acct + "|" + ip
 	if d := a.pairFail.wait(pair); d > 0 {
-		tooMany(w, d, "Too many wrong passwords for this account from your network. Wait a little and try again.")
+		a.tooMany(w, d, "Too many wrong passwords for this account from your network. Wait a little and try again.")
 		return
 	}
 	if a.pairFail.spent(pair) {
 		if d := a.accountFail.wait(acct); d > 0 {
-			tooMany(w, d, "Too many wrong passwords for this account. Wait a little and try again.")
+			a.tooMany(w, d, "Too many wrong passwords for this account. Wait a little and try again.")
 			return
 		}
 	}
@@ -116,6 +116,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		a.limiter.take("login:" + ip)
 		a.pairFail.take(pair)
 		a.accountFail.take(acct)
+		a.cfg.Metrics.Logins.WithLabelValues("failed").Inc()
 		a.log.Info("login failed", "user", c.Name, "remote", ip)
 		if found {
 			a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginFailed, Actor: ip, Detail: "wrong password"})
@@ -124,6 +125,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.pairFail.forget(pair)
+	a.cfg.Metrics.Logins.WithLabelValues("ok").Inc()
 	a.log.Info("login", "user", u.Name, "remote", ip)
 	a.audit(r.Context(), store.AuditEvent{OwnerID: u.ID, Kind: store.AuditLoginOK, Actor: u.Name, Detail: "from " + ip})
 	a.startSession(w, r, u)

@@ -18,6 +18,8 @@ type limiter struct {
 	buckets map[string]*bucket
 	every   time.Duration
 	burst   int
+	// hit, when set, hears of each refusal by allow.
+	hit func()
 }
 
 type bucket struct {
@@ -36,8 +38,17 @@ func (l *limiter) allow(w http.ResponseWriter, key string) bool {
 	if delay <= 0 {
 		return true
 	}
+	if l.hit != nil {
+		l.hit()
+	}
 	tooMany(w, delay, "Too many attempts. Wait a little and try again.")
 	return false
+}
+
+// tooMany answers 429 with Retry-After in whole seconds, rounded up.
+func (a *API) tooMany(w http.ResponseWriter, delay time.Duration, msg string) {
+	a.cfg.Metrics.RateLimited.WithLabelValues("http").Inc()
+	tooMany(w, delay, msg)
 }
 
 // tooMany answers 429 with Retry-After in whole seconds, rounded up.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/internal/wsconn"
+	"github.com/peercam/peercam/rendezvous/internal/metrics"
 	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
 	"github.com/peercam/peercam/rendezvous/internal/store"
@@ -134,6 +135,8 @@ type Config struct {
 	// meanwhile. A socket closed on purpose ends its sessions at once.
 	// Default 10 s.
 	ResumeGrace time.Duration
+	// Metrics receives the counters; default, a set of the hub's own.
+	Metrics *metrics.Metrics
 	// UnclaimedTTL is how long a device that never got an owner is kept
 	// after it registered. Default 24 h.
 	UnclaimedTTL time.Duration
@@ -242,6 +245,9 @@ func New(cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New(metrics.Live{})
+	}
 	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
 		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}, conns: map[*wsconn.Conn]struct{}{}}
 }
@@ -335,12 +341,14 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 		m, err := c.Read()
 		var de *wsconn.DecodeError
 		if errors.As(err, &de) {
+			h.refused(de)
 			log.Info("bad frame from device", "err", err)
 			continue
 		}
 		if err != nil {
 			break
 		}
+		h.cfg.Metrics.Messages.WithLabelValues("device").Inc()
 		h.fromDevice(d, m)
 	}
 
@@ -752,7 +760,41 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 		s.noOffer.Stop()
 	}
 	h.sessions[s.id] = s
+	if adopt == "" {
+		h.cfg.Metrics.SessionsOpened.Inc()
+	}
 	return s, nil
+}
+
+// refused counts a message a socket's reader refused: one over the rate
+// limit, or one that did not decode.
+func (h *Hub) refused(de *wsconn.DecodeError) {
+	if errors.Is(de, wsconn.ErrRateLimited) {
+		h.cfg.Metrics.RateLimited.WithLabelValues("signaling").Inc()
+		h.cfg.Metrics.Errors.WithLabelValues(string(proto.CodeRateLimited)).Inc()
+		return
+	}
+	h.cfg.Metrics.Errors.WithLabelValues(string(proto.CodeOf(de.Err))).Inc()
+}
+
+// sendErr sends an error on a signaling socket, counted.
+func (h *Hub) sendErr(c *wsconn.Conn, m *proto.Error) {
+	h.cfg.Metrics.Errors.WithLabelValues(string(m.Code)).Inc()
+	_ = c.Send(m)
+}
+
+// DevicesOnline counts the connected devices.
+func (h *Hub) DevicesOnline() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.devices)
+}
+
+// Sockets counts the open signaling sockets.
+func (h *Hub) Sockets() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
 }
 
 // adoptable tells whether id looks like a session ID this hub would make.

@@ -45,18 +45,20 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 		m, err := c.Read()
 		var de *wsconn.DecodeError
 		if errors.As(err, &de) {
+			h.refused(de)
 			continue // already answered with an error message
 		}
 		if err != nil {
 			readErr = err
 			break
 		}
+		h.cfg.Metrics.Messages.WithLabelValues("viewer").Inc()
 		switch m := m.(type) {
 		case *proto.Open:
 			s, err := h.openFromViewer(ctx, v, parse, vc.AllowOpen, m, ep)
 			if err != nil {
 				log.Info("open refused", "device", m.Device, "camera", m.Camera, "err", err)
-				_ = c.Send(&proto.Error{Code: CodeOf(err), Message: Sentence(err), Ref: m.Ref})
+				h.sendErr(c, &proto.Error{Code: CodeOf(err), Message: Sentence(err), Ref: m.Ref})
 				continue
 			}
 			mine = append(mine, s.id)
@@ -67,16 +69,16 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 				err = h.toDevice(ep, m.Session, fwd)
 			}
 			if err != nil {
-				c.SendError(m.Session, CodeOf(err), Sentence(err))
+				h.sendErr(c, proto.NewError(m.Session, CodeOf(err), Sentence(err)))
 			}
 		case *proto.Candidate:
 			if err := h.toDevice(ep, m.Session, m); err != nil {
-				c.SendError(m.Session, CodeOf(err), Sentence(err))
+				h.sendErr(c, proto.NewError(m.Session, CodeOf(err), Sentence(err)))
 			}
 		case *proto.Bye:
 			_ = h.toDevice(ep, m.Session, m)
 		default:
-			c.SendError("", proto.CodeBadMessage, fmt.Sprintf("a viewer may not send %s", m.MessageType()))
+			h.sendErr(c, proto.NewError("", proto.CodeBadMessage, fmt.Sprintf("a viewer may not send %s", m.MessageType())))
 		}
 	}
 	h.mu.Lock()
