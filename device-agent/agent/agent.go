@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strconv"
@@ -210,11 +209,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			// Metrics are not worth not serving video for.
 			a.log.Error("metrics_listen: cannot listen; metrics are off", "err", err)
 		} else {
-			mux := http.NewServeMux()
-			mux.Handle("GET /metrics", a.metrics.Handler())
-			srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-			go func() { _ = srv.Serve(ln) }()
-			defer srv.Close()
+			go a.metrics.Serve(ln)
+			defer ln.Close()
 			a.log.Info("metrics ready", "url", "http://"+ln.Addr().String()+"/metrics")
 		}
 	}
