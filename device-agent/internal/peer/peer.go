@@ -22,6 +22,7 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/sdp/v3"
@@ -358,8 +359,8 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 			return nil, err
 		}
 	}
-	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+	ir, err := interceptors()
+	if err != nil {
 		return nil, err
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(m.se))
@@ -383,6 +384,23 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 		}
 	}
 	return s, nil
+}
+
+// interceptors are what a sender needs, and no more: NACKs answered from
+// the shared payloads (nackResponder) and sender reports, which browsers
+// use to sync audio with video and to measure the round trip. pion's
+// default set would add, per viewer, a copying NACK buffer of 1.5 MiB, a
+// NACK generator and receiver reports for media the agent never receives,
+// TWCC feedback for the same, and a stats interceptor on every packet.
+func interceptors() (*interceptor.Registry, error) {
+	ir := &interceptor.Registry{}
+	ir.Add(nackResponderFactory{})
+	sr, err := report.NewSenderInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(sr)
+	return ir, nil
 }
 
 func iceServers(in []proto.ICEServer) []webrtc.ICEServer {
