@@ -200,5 +200,28 @@ cameras: []
 		b.ReportMetric(per, "cpu%/viewer")
 		b.ReportMetric(heapKiB, "heapKiB/viewer")
 	}
+	for _, v := range viewers {
+		v.pc.Close()
+	}
+	viewers = nil
+	time.Sleep(3 * time.Second)
+	// Quiet logs: what the agent said, beyond one line per session.
+	raw, _ := os.ReadFile(ag.log.Name())
+	counts := map[string]int{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			msg := l
+			if i := strings.Index(l, "msg="); i >= 0 {
+				msg = l[i:]
+				if len(msg) > 90 {
+					msg = msg[:90]
+				}
+			}
+			counts[msg]++
+		}
+	}
+	for msg, n := range counts {
+		b.Logf("agent log: %d× %s", n, msg)
+	}
 	b.ReportMetric(0, "ns/op")
 }

@@ -47,7 +47,37 @@ func (p pionLogger) Debug(msg string)          { p.at(slog.LevelDebug-4, msg) }
 func (p pionLogger) Debugf(f string, a ...any) { p.at(slog.LevelDebug-4, fmt.Sprintf(f, a...)) }
 func (p pionLogger) Info(msg string)           { p.at(slog.LevelDebug, msg) }
 func (p pionLogger) Infof(f string, a ...any)  { p.at(slog.LevelDebug, fmt.Sprintf(f, a...)) }
-func (p pionLogger) Warn(msg string)           { p.at(slog.LevelWarn, msg) }
-func (p pionLogger) Warnf(f string, a ...any)  { p.at(slog.LevelWarn, fmt.Sprintf(f, a...)) }
-func (p pionLogger) Error(msg string)          { p.at(slog.LevelError, msg) }
-func (p pionLogger) Errorf(f string, a ...any) { p.at(slog.LevelError, fmt.Sprintf(f, a...)) }
+func (p pionLogger) Warn(msg string)           { p.at(level(msg, slog.LevelWarn), msg) }
+func (p pionLogger) Warnf(f string, a ...any) {
+	m := fmt.Sprintf(f, a...)
+	p.at(level(m, slog.LevelWarn), m)
+}
+func (p pionLogger) Error(msg string) { p.at(level(msg, slog.LevelError), msg) }
+func (p pionLogger) Errorf(f string, a ...any) {
+	m := fmt.Sprintf(f, a...)
+	p.at(level(m, slog.LevelError), m)
+}
+
+// closing are what pion says, as a warning or an error, when a session
+// ends normally: its goroutines find their streams and sockets closed under
+// them, and ICE pings before any pair exists. Each closed session used to
+// leave three or four such lines; they are debug now, and the agent's own
+// line says the session ended.
+var closing = []string{
+	"stream is already closed",
+	"closed pipe",
+	"use of closed network connection",
+	"Failed to ping without candidate pairs",
+	"buffer: closed",
+	"conn is closed",
+}
+
+// level is l, or Debug for a message of a normal close.
+func level(msg string, l slog.Level) slog.Level {
+	for _, c := range closing {
+		if strings.Contains(msg, c) {
+			return slog.LevelDebug
+		}
+	}
+	return l
+}
