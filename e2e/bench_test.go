@@ -10,6 +10,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/peercam/peercam/device-agent/agent"
 	"github.com/peercam/peercam/rendezvous/server"
 )
 
@@ -100,6 +101,50 @@ func BenchmarkFirstFrameWarmWHEPCodecs(b *testing.B) {
 				samples = append(samples, float64(res.firstKey.Microseconds())/1000)
 			}
 			reportPercentiles(b, samples, "ms-first-keyframe")
+		})
+	}
+}
+
+// BenchmarkFirstFrameCold is the first viewer of a main stream nobody is
+// watching (the camera sends a keyframe every 4 s and none on request),
+// from the WHEP POST to the first whole keyframe: with the sub streams kept
+// warm (the default), the viewer starts on the sub stream's cached picture;
+// without, it waits for the main stream's next keyframe.
+func BenchmarkFirstFrameCold(b *testing.B) {
+	for _, warm := range []bool{true, false} {
+		name := "warm-sub"
+		if !warm {
+			name = "no-warm-sub"
+		}
+		b.Run(name, func(b *testing.B) {
+			in := startInfraSim(b, 1, nil, benchOpens)
+			ag, _ := startAgent(b, in, 1, func(c *agent.Config) { c.WarmSubStreams = warm; c.Linger = time.Millisecond })
+			waitFor(b, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+			if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop"); err != nil {
+				b.Fatal(err)
+			}
+			token, err := mintToken(context.Background(), in.dataDir, ag.ID(), []string{"1"}, time.Hour)
+			if err != nil {
+				b.Fatal(err)
+			}
+			url := fmt.Sprintf("%s/whep/%s/1", in.rv.URL(), ag.ID())
+			main := ag.Stream("1", "main")
+			if warm {
+				waitFor(b, 10*time.Second, "sub stream warm", func() bool { return ag.Stream("1", "sub").Stats().GOP > 0 })
+			}
+			var samples []float64
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				waitFor(b, 10*time.Second, "main stream stopped", func() bool { return !main.Stats().Running })
+				// A random phase against the camera's keyframes.
+				time.Sleep(time.Duration(len(samples)%7) * 450 * time.Millisecond)
+				b.StartTimer()
+				res := watchWHEP(b, url, token, 1)
+				samples = append(samples, float64(res.firstFrame.Microseconds())/1000)
+			}
+			b.StopTimer()
+			reportPercentiles(b, samples, "ms-first-frame")
 		})
 	}
 }

@@ -142,13 +142,22 @@ func TestBrowserLiveView(t *testing.T) {
 		// for the live view's own.
 		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.stream === 'main' && s.framesDecoded > 25 && s.width > 0; })()`),
 	)
+	first := sessionStats(t, ctx)[0]
+	// Nobody watched the main stream: the picture starts at once on the
+	// warm sub stream's cache and moves to the main stream at its first
+	// keyframe (every 4 s), on the same track, without a renegotiation.
+	do(t, ctx, 6*time.Second, "main stream's size after its first keyframe",
+		waitJS(`(() => { const s = window.peercam.sessions()[0]; return s && s.width === 1280; })()`))
 	st := sessionStats(t, ctx)
 	if len(st) != 1 {
 		t.Fatalf("%d sessions in the live view, want 1", len(st))
 	}
 	s := st[0]
-	t.Logf("channel 1 live: %d frames decoded, %dx%d, %s path, first frame %.0f ms after tap",
-		s.FramesDecoded, s.Width, s.Height, s.Path, deref(s.FirstFrameMs))
+	t.Logf("channel 1 live: first frame %.0f ms after tap at %dx%d; now %d frames decoded, %dx%d, %s path",
+		deref(first.FirstFrameMs), first.Width, first.Height, s.FramesDecoded, s.Width, s.Height, s.Path)
+	if deref(s.FirstFrameMs) != deref(first.FirstFrameMs) || s.FramesDecoded <= first.FramesDecoded {
+		t.Fatal("the move to the main stream started the view again")
+	}
 	if s.Camera != "1" || s.Stream != "main" {
 		t.Fatalf("session for camera %s/%s, want 1/main", s.Camera, s.Stream)
 	}

@@ -113,7 +113,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		mainCfg := fanout.Config{Name: c.ID + "/main", URL: c.URL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn,
 			SummaryEvery: cfg.SummaryEvery, Logger: a.log}
 		subCfg := fanout.Config{Name: c.ID + "/sub", URL: c.SubURL, Transport: cfg.RTSPTransport, Linger: cfg.Linger,
-			SummaryEvery: cfg.SummaryEvery, Logger: a.log}
+			AlwaysOn: cfg.WarmSubStreams, SummaryEvery: cfg.SummaryEvery, Logger: a.log}
 		if oc, ok := resolvers[c.ID]; ok {
 			mainCfg.Resolve, subCfg.Resolve = oc.resolver(proto.StreamMain), oc.resolver(proto.StreamSub)
 		}
@@ -421,7 +421,7 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	trickle := o.Trickle == nil || *o.Trickle
 	err = a.peers.Offer(ctx, peer.Request{Session: o.Session, SDP: o.SDP, Trickle: trickle, Camera: o.Camera,
 		ICEServers: ice, Stream: st, Send: a.send, TokenID: claims.ID, Expires: time.Now().Add(a.clock.Until(claims.ExpiresAt.Time)),
-		Claim: claims.Claim, Owner: owner, Subject: claims.Subject, Served: served})
+		Claim: claims.Claim, Owner: owner, Subject: claims.Subject, Served: served, Bootstrap: a.bootstrap(o.Camera, st, served)})
 	switch {
 	case err == nil && restart:
 		log.Debug("ICE restart answered")
@@ -430,6 +430,21 @@ func (a *Agent) onOffer(o *proto.Offer) {
 	default:
 		a.failOffer(fail, err)
 	}
+}
+
+// bootstrap is the stream a new viewer of st starts on while st has no
+// picture cached: its camera's sub stream, warm and in the same codec,
+// when st is the main stream and cold. nil otherwise.
+func (a *Agent) bootstrap(camera string, st *fanout.Stream, served *proto.Served) *fanout.Stream {
+	sub := a.streams[camera+"/"+proto.StreamSub]
+	if sub == nil || sub == st || served == nil || served.Stream != proto.StreamMain || st.Stats().GOP > 0 {
+		return nil
+	}
+	si, mi := sub.Known(), st.Known()
+	if si == nil || mi == nil || si.Codec != mi.Codec || sub.Stats().GOP == 0 {
+		return nil
+	}
+	return sub
 }
 
 // failOffer refuses an offer with the wire code and sentence for err.

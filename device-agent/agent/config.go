@@ -45,6 +45,14 @@ type Config struct {
 	RTSPTransport string `yaml:"rtsp_transport"`
 	// Linger keeps a camera stream open after its last viewer. Default 30s.
 	Linger time.Duration `yaml:"linger"`
+	// WarmSubStreams keeps every camera's sub stream pulled with no
+	// viewers (about 0.3-0.5 Mbit/s each on the LAN): a viewer of a main
+	// stream nobody is watching starts at once on the sub stream's cached
+	// picture and moves to the main stream at its first keyframe, on the
+	// same track, instead of waiting up to a keyframe interval. Default
+	// true; false pulls sub streams only while they are watched (for
+	// recorders that allow few RTSP sessions).
+	WarmSubStreams bool `yaml:"warm_sub_streams"`
 	// MaxViewers caps concurrent viewers on this box. Default 16.
 	MaxViewers int `yaml:"max_viewers"`
 	// MaxViewersPerCamera caps concurrent viewers of one camera (main and
@@ -128,7 +136,7 @@ type NVRConfig struct {
 func DefaultConfig() Config {
 	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
 		PortMapping: "auto", PortMappingLease: 2 * time.Hour,
-		Linger: 30 * time.Second, MaxViewers: 16, ViewerQueueFrames: 600, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
+		Linger: 30 * time.Second, WarmSubStreams: true, MaxViewers: 16, ViewerQueueFrames: 600, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
 }
 
 // LoadConfig reads a YAML file over the defaults, then the environment

@@ -153,6 +153,11 @@ type Request struct {
 	Subject string
 	// Served goes with the answer: which stream the viewer gets, and why.
 	Served *proto.Served
+	// Bootstrap, when set, is a warm stream in the same codec (the
+	// camera's sub stream) whose cached picture the viewer gets while
+	// Stream has none: video moves to Stream at its first keyframe, on the
+	// same track.
+	Bootstrap *fanout.Stream
 }
 
 // Session is one viewer's peer connection.
@@ -161,8 +166,10 @@ type Session struct {
 	m      *Manager
 	pc     *webrtc.PeerConnection
 	stream *fanout.Stream
-	send   func(proto.Message)
-	log    *slog.Logger
+	// boot is Request.Bootstrap.
+	boot *fanout.Stream
+	send func(proto.Message)
+	log  *slog.Logger
 
 	tokenID string
 	subject string
@@ -369,7 +376,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
+	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, boot: req.Bootstrap, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
 		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, subject: req.Subject, camera: req.Camera, claim: req.Claim, owner: req.Owner, served: req.Served}
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
@@ -840,12 +847,37 @@ func (s *Session) write(sub *fanout.Sub) {
 		return
 	case <-s.bound:
 	}
+	// A cold main stream: its camera's sub stream gives the first picture
+	// until main's first keyframe.
+	var boot *fanout.Sub
+	var bootC <-chan *fanout.Frame
+	if s.boot != nil && s.stream.Stats().GOP == 0 {
+		boot = s.boot.Subscribe(s.m.cfg.QueueFrames)
+		bootC = boot.C()
+		defer func() {
+			if boot != nil {
+				s.boot.Unsubscribe(boot)
+			}
+		}()
+	}
 	for {
 		var f *fanout.Frame
 		select {
 		case <-s.ctx.Done():
 			return
 		case f = <-sub.C():
+			if boot != nil && f.Video {
+				if !f.Keyframe {
+					continue
+				}
+				s.boot.Unsubscribe(boot)
+				boot, bootC = nil, nil
+				s.log.Debug("main stream's first keyframe: leaving the sub stream")
+			}
+		case f = <-bootC:
+			if f.Event != "" || !f.Video {
+				continue // events and sound come from the stream watched
+			}
 		}
 		if f.Event != "" {
 			s.cameraEvent(f.Event, f.Reason)
