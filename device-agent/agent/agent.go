@@ -80,6 +80,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log.With("device", id.ID), id: id, cameras: map[string]Camera{}, streams: map[string]*fanout.Stream{},
 		clock: clock.New(cfg.SystemClock, BuildInfo().Time)}
 	a.metrics = metrics.New(func() int { return a.peers.Count() })
+	if advice := cfg.MemoryAdvice(); advice != "" {
+		a.log.Warn("settings: " + advice)
+	}
 	if p, err := id.Pinned(); err == nil && p != nil {
 		a.pinned = p
 	}

@@ -291,6 +291,36 @@ func loopbackHost(h string) bool {
 }
 
 // PlainHTTP tells whether the rendezvous link is unencrypted.
+// Live heap the agent needs, measured (BenchmarkViewers, README
+// "Performance"): a base, a warm sub stream's GOP per camera, a main
+// stream's GOP for each camera watched (at most one per viewer), and each
+// viewer's share (its peer connection, queue and NACK history).
+const (
+	heapBase      = 4 << 20
+	heapPerSub    = 100 << 10
+	heapPerMain   = 1 << 20
+	heapPerViewer = 200 << 10
+)
+
+// MemoryAdvice says which setting to raise when max_viewers viewers of
+// these cameras would not fit the memory limit with room for the garbage
+// collector (the live heap at most 60% of the limit), or "".
+func (c Config) MemoryAdvice() string {
+	if c.MemoryLimit <= 0 {
+		return ""
+	}
+	cams := len(c.ResolvedCameras())
+	need := heapBase + cams*heapPerSub + min(cams, c.MaxViewers)*heapPerMain + c.MaxViewers*heapPerViewer
+	if float64(need) <= 0.6*float64(c.MemoryLimit) {
+		return ""
+	}
+	limit := Size((int64(need)*10/6 + (1<<20 - 1)) &^ (1<<20 - 1))
+	fit := (int(0.6*float64(c.MemoryLimit)) - heapBase - cams*heapPerSub - min(cams, c.MaxViewers)*heapPerMain) / heapPerViewer
+	return fmt.Sprintf("max_viewers %d with %d camera(s) needs about %s of live heap, more than memory_limit %s leaves room for: "+
+		"raise memory_limit to %s, or lower max_viewers to %d; until then the garbage collector runs hot near the limit",
+		c.MaxViewers, cams, Size(need), c.MemoryLimit, limit, max(fit, 1))
+}
+
 // MetricsAddr is the address metrics are served on; a bare port means
 // loopback.
 func (c Config) MetricsAddr() string {

@@ -240,3 +240,25 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestMemoryAdvice(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Rendezvous = "https://rv.example.net"
+	cfg.NVR = &NVRConfig{URL: "rtsp://a:b@nvr/Streaming/Channels/{channel}01", SubURL: "rtsp://a:b@nvr/Streaming/Channels/{channel}02", Channels: 4}
+	if a := cfg.MemoryAdvice(); a != "" {
+		t.Fatalf("the defaults (16 viewers, 4 cameras, 48MiB) got advice: %s", a)
+	}
+	cfg.MaxViewers = 100
+	if a := cfg.MemoryAdvice(); a != "" {
+		t.Fatalf("100 viewers of 4 cameras in 48MiB (measured: 21 MiB live for 100 of one) got advice: %s", a)
+	}
+	cfg.MaxViewers = 200
+	a := cfg.MemoryAdvice()
+	if !strings.Contains(a, "raise memory_limit to") || !strings.Contains(a, "lower max_viewers to") {
+		t.Fatalf("200 viewers in 48MiB: advice %q, want which setting to raise", a)
+	}
+	cfg.MemoryLimit = 0
+	if a := cfg.MemoryAdvice(); a != "" {
+		t.Fatalf("no memory limit, yet advice: %s", a)
+	}
+}
