@@ -51,13 +51,26 @@ func BenchmarkFirstFrameWarmChromium(b *testing.B) {
 		return ms
 	}
 	view() // warms the stream: the camera pull stays open for the linger
-	var samples []float64
+	var samples, behind []float64
 	b.ResetTimer()
 	for b.Loop() {
 		samples = append(samples, view())
+		// Lag to live once the GOP cache is played through: the jitter
+		// buffer's delay, 1.5 s after the first frame.
+		b.StopTimer()
+		time.Sleep(1500 * time.Millisecond)
+		tctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		d, err := chromedp.Run(tctx, chromedp.Evaluate[float64](`window.peercam.sessions()[0].playoutDelayMs || 0`))
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		behind = append(behind, d)
+		b.StartTimer()
 	}
 	b.StopTimer()
 	reportPercentiles(b, samples, "ms-first-frame")
+	reportPercentiles(b, behind, "ms-behind-live")
 }
 
 // benchOpens lets a benchmark open sessions from one address as fast as it

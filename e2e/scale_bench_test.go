@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -104,12 +106,31 @@ func histQuantile(m map[string]float64, name string, q float64) float64 {
 	return bs[len(bs)-1].le
 }
 
+// served is what BenchmarkViewers measures: a process serving WHEP.
+type served struct {
+	name  string
+	pid   int
+	url   string
+	token string
+	// metrics is the agent's metrics URL; empty for mediamtx.
+	metrics string
+}
+
+type viewerRow struct {
+	n                       int
+	cpu, heap, rss, slowest float64
+	p99                     float64
+}
+
 // BenchmarkViewers is one camera (720p25, 2 Mbit/s CBR, 4 s GOP) watched by
 // 1, 10, 25, 50 and 100 WHEP viewers of the agent binary, with its default
 // memory limit. At each step: the agent's CPU (% of one core, over 10 s),
 // live heap and RSS, the slowest viewer's share of the stream's bitrate,
-// and, from the agent's metrics, the p99 forwarding delay. Run it alone:
+// and, from the agent's metrics, the p99 forwarding delay. With mediamtx on
+// the PATH (or MEDIAMTX naming its binary) the same steps run against it,
+// pulling the same camera, in the same run. Run it alone:
 // go test -run '^$' -bench BenchmarkViewers -benchtime 1x ./e2e
+// (VIEWERS=1,10 picks the steps.)
 func BenchmarkViewers(b *testing.B) {
 	steps := []int{1, 10, 25, 50, 100}
 	if s := os.Getenv("VIEWERS"); s != "" {
@@ -123,29 +144,88 @@ func BenchmarkViewers(b *testing.B) {
 	metricsAddr := freeAddr(b)
 	ag := startAgentBinary(b, in, agentBinary(b, "amd64"), 1, agentRun{yaml: fmt.Sprintf(`max_viewers: %d
 metrics_listen: %s
-cameras: []
 `, steps[len(steps)-1]+2, metricsAddr)})
-	pid := ag.cmd.Process.Pid
 	token, err := mintToken(context.Background(), in.dataDir, ag.id, []string{"1"}, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	url := fmt.Sprintf("%s/whep/%s/1", in.rv.URL(), ag.id)
+	targets := []served{{name: "PeerCam", pid: ag.cmd.Process.Pid, url: fmt.Sprintf("%s/whep/%s/1", in.rv.URL(), ag.id), token: token,
+		metrics: "http://" + metricsAddr + "/metrics"}}
+	if mtx := startMediaMTX(b, in.sim.URL(1, "main")); mtx != nil {
+		targets = append(targets, *mtx)
+	}
+	results := map[string][]viewerRow{}
+	b.ResetTimer()
+	for _, tg := range targets {
+		results[tg.name] = measureViewers(b, tg, steps)
+	}
+	b.StopTimer()
+	var tbl strings.Builder
+	fmt.Fprintf(&tbl, "\n| viewers |")
+	for _, tg := range targets {
+		fmt.Fprintf(&tbl, " %s CPU %% | %s RSS MiB |", tg.name, tg.name)
+	}
+	fmt.Fprintf(&tbl, " PeerCam live heap MiB | PeerCam forwarding p99 | slowest viewer Mbit/s |\n|---|")
+	for range targets {
+		tbl.WriteString("---|---|")
+	}
+	tbl.WriteString("---|---|---|\n")
+	for i, n := range steps {
+		fmt.Fprintf(&tbl, "| %d |", n)
+		slowest := results["PeerCam"][i].slowest
+		for _, tg := range targets {
+			r := results[tg.name][i]
+			fmt.Fprintf(&tbl, " %.1f | %.0f |", r.cpu, r.rss)
+			slowest = min(slowest, r.slowest)
+		}
+		pr := results["PeerCam"][i]
+		fmt.Fprintf(&tbl, " %.1f | ≤ %.1f ms | %.2f |\n", pr.heap, pr.p99, slowest)
+	}
+	for _, tg := range targets {
+		rows := results[tg.name]
+		if len(rows) < 2 {
+			continue
+		}
+		first, last := rows[0], rows[len(rows)-1]
+		per := (last.cpu - first.cpu) / float64(last.n-first.n)
+		fmt.Fprintf(&tbl, "\n%s, marginal per viewer (%d→%d): %.3f%% of a core", tg.name, first.n, last.n, per)
+		b.ReportMetric(per, "cpu%/viewer-"+tg.name)
+		if tg.metrics != "" {
+			heapKiB := (last.heap - first.heap) * 1024 / float64(last.n-first.n)
+			fmt.Fprintf(&tbl, ", %.0f KiB live heap", heapKiB)
+			b.ReportMetric(heapKiB, "heapKiB/viewer")
+		}
+	}
+	b.Log(tbl.String())
+	// Quiet logs: what the agent said at warning level or above.
+	raw, _ := os.ReadFile(ag.log.Name())
+	counts := map[string]int{}
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			msg := l
+			if i := strings.Index(l, "msg="); i >= 0 {
+				msg = l[i:min(len(l), i+90)]
+			}
+			counts[msg]++
+		}
+	}
+	for msg, n := range counts {
+		b.Logf("agent log: %d× %s", n, msg)
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// measureViewers adds viewers of tg step by step and measures each step.
+func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 	var viewers []*lightViewer
 	defer func() {
 		for _, v := range viewers {
 			v.pc.Close()
 		}
+		time.Sleep(3 * time.Second) // the sessions end before the next target
 	}()
-	type row struct {
-		n                int
-		cpu, heap, rss   float64
-		slowest, p99, mb float64
-	}
-	var rows []row
-	mURL := "http://" + metricsAddr + "/metrics"
+	var rows []viewerRow
 	const window = 10 * time.Second
-	b.ResetTimer()
 	for _, n := range steps {
 		var wg sync.WaitGroup
 		var mu sync.Mutex
@@ -155,7 +235,7 @@ cameras: []
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					v := openLightViewer(b, url, token)
+					v := openLightViewer(b, tg.url, tg.token)
 					mu.Lock()
 					viewers = append(viewers, v)
 					mu.Unlock()
@@ -163,65 +243,93 @@ cameras: []
 			}
 			wg.Wait()
 		}
-		time.Sleep(5 * time.Second) // past the GOP cache catch-up
+		time.Sleep(5 * time.Second) // past the GOP cache catch-up, or the first keyframe
 		before := make([]int64, len(viewers))
 		for i, v := range viewers {
 			before[i] = v.bytes.Load()
 		}
-		m0 := scrape(b, mURL)
-		c0, t0 := procCPU(b, pid), time.Now()
+		var m0, m1 map[string]float64
+		if tg.metrics != "" {
+			m0 = scrape(b, tg.metrics)
+		}
+		c0, t0 := procCPU(b, tg.pid), time.Now()
 		time.Sleep(window)
-		c1, el := procCPU(b, pid), time.Since(t0)
-		m1 := scrape(b, mURL)
-		slowest := -1.0
+		c1, el := procCPU(b, tg.pid), time.Since(t0)
+		r := viewerRow{n: n, cpu: float64(c1-c0) / float64(el) * 100, rss: procRSS(b, tg.pid), slowest: -1}
 		for i, v := range viewers {
 			rate := float64(v.bytes.Load()-before[i]) * 8 / el.Seconds() / 1e6
-			if slowest < 0 || rate < slowest {
-				slowest = rate
+			if r.slowest < 0 || rate < r.slowest {
+				r.slowest = rate
 			}
 		}
-		delta := map[string]float64{}
-		for k, v := range m1 {
-			delta[k] = v - m0[k]
+		if tg.metrics != "" {
+			m1 = scrape(b, tg.metrics)
+			delta := map[string]float64{}
+			for k, v := range m1 {
+				delta[k] = v - m0[k]
+			}
+			r.heap = m1["peercam_agent_heap_live_bytes"] / (1 << 20)
+			r.p99 = histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.99) * 1000
 		}
-		r := row{n: n, cpu: float64(c1-c0) / float64(el) * 100, heap: m1["peercam_agent_heap_live_bytes"] / (1 << 20),
-			rss: procRSS(b, pid), slowest: slowest, p99: histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.99) * 1000}
 		rows = append(rows, r)
-		b.Logf("%3d viewers: agent CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p99 ≤ %.2f ms",
-			n, r.cpu, r.heap, r.rss, r.slowest, r.p99)
-		b.ReportMetric(r.cpu, fmt.Sprintf("cpu%%-%d", n))
-		b.ReportMetric(r.heap, fmt.Sprintf("heapMiB-%d", n))
+		b.Logf("%s, %3d viewers: CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p99 ≤ %.2f ms",
+			tg.name, n, r.cpu, r.heap, r.rss, r.slowest, r.p99)
 	}
-	if len(rows) > 1 {
-		first, last := rows[0], rows[len(rows)-1]
-		per := (last.cpu - first.cpu) / float64(last.n-first.n)
-		heapKiB := (last.heap - first.heap) * 1024 / float64(last.n-first.n)
-		b.Logf("marginal per viewer: %.3f%% of a core, %.0f KiB live heap", per, heapKiB)
-		b.ReportMetric(per, "cpu%/viewer")
-		b.ReportMetric(heapKiB, "heapKiB/viewer")
-	}
-	for _, v := range viewers {
-		v.pc.Close()
-	}
-	viewers = nil
-	time.Sleep(3 * time.Second)
-	// Quiet logs: what the agent said, beyond one line per session.
-	raw, _ := os.ReadFile(ag.log.Name())
-	counts := map[string]int{}
-	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
-			msg := l
-			if i := strings.Index(l, "msg="); i >= 0 {
-				msg = l[i:]
-				if len(msg) > 90 {
-					msg = msg[:90]
-				}
-			}
-			counts[msg]++
+	return rows
+}
+
+// startMediaMTX runs mediamtx pulling camera, with WebRTC on loopback, if
+// it is on the machine; nil if not.
+func startMediaMTX(b *testing.B, camera string) *served {
+	bin := os.Getenv("MEDIAMTX")
+	if bin == "" {
+		var err error
+		if bin, err = exec.LookPath("mediamtx"); err != nil {
+			b.Log("mediamtx is not on the PATH (nor in MEDIAMTX): PeerCam alone")
+			return nil
 		}
 	}
-	for msg, n := range counts {
-		b.Logf("agent log: %d× %s", n, msg)
+	dir := b.TempDir()
+	httpAddr, udp := freeAddr(b), freeAddr(b)
+	cfg := fmt.Sprintf(`logLevel: warn
+api: no
+metrics: no
+pprof: no
+playback: no
+rtsp: no
+rtmp: no
+hls: no
+srt: no
+webrtc: yes
+webrtcAddress: %s
+webrtcLocalUDPAddress: %s
+webrtcLocalTCPAddress: ""
+webrtcIPsFromInterfaces: no
+webrtcAdditionalHosts: [127.0.0.1]
+webrtcICEServers2: []
+paths:
+  cam1:
+    source: %s
+    rtspTransport: tcp
+`, httpAddr, udp, camera)
+	path := filepath.Join(dir, "mediamtx.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
 	}
-	b.ReportMetric(0, "ns/op")
+	logf, _ := os.Create(filepath.Join(dir, "mediamtx.log"))
+	cmd := exec.Command(bin, path)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stopProcess(cmd, 5*time.Second); logf.Close() })
+	waitFor(b, 10*time.Second, "mediamtx listening", func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/cam1/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	time.Sleep(2 * time.Second) // its source connected
+	return &served{name: "mediamtx", pid: cmd.Process.Pid, url: "http://" + httpAddr + "/cam1/whep"}
 }

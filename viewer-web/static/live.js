@@ -283,7 +283,7 @@ export class LiveSession {
   }
 
   async pollStats() {
-    let lastBytes = 0, lastTime = 0;
+    let lastBytes = 0, lastTime = 0, lastJB = 0, lastJBCount = 0;
     const pc = this.pc; // a new session (recorder back) polls on its own
     while (!this.closed && this.pc === pc) {
       const report = await pc.getStats();
@@ -300,6 +300,12 @@ export class LiveSession {
           this.stats.pliCount = s.pliCount || 0;
           this.stats.width = s.frameWidth || 0;
           this.stats.height = s.frameHeight || 0;
+          // How long frames waited in the jitter buffer over the last
+          // poll: how far behind live the picture plays, the network aside.
+          if (s.jitterBufferEmittedCount > lastJBCount) {
+            this.stats.playoutDelayMs = Math.round(1000 * (s.jitterBufferDelay - lastJB) / (s.jitterBufferEmittedCount - lastJBCount));
+          }
+          lastJB = s.jitterBufferDelay || 0; lastJBCount = s.jitterBufferEmittedCount || 0;
         }
         if (s.type === 'transport' && s.selectedCandidatePairId) pair = byId.get(s.selectedCandidatePairId);
       });
