@@ -92,9 +92,14 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# Benchmarks, reported as numbers. The last one is the scale table: 1 to
+# 100 viewers of one 2 Mbit/s camera, the agent beside mediamtx when
+# mediamtx is on the PATH (or MEDIAMTX names it), measured in the same run.
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $$($(GO) list ./... | grep -v /e2e)
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./e2e
+	$(GO) test -run '^$$' -bench 'FirstFrameWarm' -benchtime 20x ./e2e
+	$(GO) test -run '^$$' -bench 'FirstFrameCold' -benchtime 10x ./e2e
+	$(GO) test -run '^$$' -bench 'Viewers' -benchtime 1x -timeout 30m ./e2e
 
 # What tests need on a fresh Debian machine; a no-op when all is present.
 deps:

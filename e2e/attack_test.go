@@ -47,6 +47,8 @@ type binSystem struct {
 type binOptions struct {
 	channels, maxViewers int
 	simArgs, rvArgs      []string
+	// agentYAML is added to the agent's config.
+	agentYAML string
 }
 
 func freePort(t testing.TB) int {
@@ -119,7 +121,7 @@ nvr:
   url: rtsp://admin:admin@127.0.0.1:%d/Streaming/Channels/{channel}01
   channels: %d
   always_on: true
-`, s.base, filepath.Join(dir, "state"), o.maxViewers, simPort, o.channels)), 0o600)
+%s`, s.base, filepath.Join(dir, "state"), o.maxViewers, simPort, o.channels, o.agentYAML)), 0o600)
 	s.agentBin, s.agentCfg = agentBin, cfg
 	out, err := exec.Command(agentBin, "-config", cfg, "-print-id").Output()
 	if err != nil {

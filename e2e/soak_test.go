@@ -60,9 +60,11 @@ func (v *soakViewer) run(t *testing.T, s *binSystem, stop <-chan struct{}) {
 	}
 }
 
-type procStats struct{ rssMiB, threads, fds int }
+type procStats struct{ rssMiB, threads, fds, goroutines int }
 
-func statsOf(pid int) procStats {
+// statsOf reads a process's figures; metrics, when set, is its Prometheus
+// endpoint, for the goroutines.
+func statsOf(t testing.TB, pid int, metrics string) procStats {
 	var st procStats
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, l := range strings.Split(string(b), "\n") {
@@ -77,6 +79,9 @@ func statsOf(pid int) procStats {
 	if fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid)); err == nil {
 		st.fds = len(fds)
 	}
+	if metrics != "" {
+		st.goroutines = int(scrape(t, metrics)["go_goroutines"])
+	}
 	return st
 }
 
@@ -90,8 +95,10 @@ func envDuration(name string, d time.Duration) time.Duration {
 func TestSoak(t *testing.T) {
 	total, every := envDuration("PEERCAM_SOAK", 10*time.Minute), envDuration("PEERCAM_SOAK_EVERY", time.Minute)
 	control := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	agentMetrics, rvMetrics := freeAddr(t), freeAddr(t)
 	s := startBinariesWith(t, binOptions{channels: 4, maxViewers: 20,
-		simArgs: []string{"-keyframe-on-play", "-control", control}, rvArgs: []string{"-open-burst", "1000"}})
+		simArgs: []string{"-keyframe-on-play", "-control", control}, rvArgs: []string{"-open-burst", "1000", "-metrics", rvMetrics},
+		agentYAML: "metrics_listen: " + agentMetrics + "\n"})
 	alice := s.login(t, "alice", "alice-password", "")
 	var viewers []*soakViewer
 	for cam := 1; cam <= 4; cam++ {
@@ -115,7 +122,15 @@ func TestSoak(t *testing.T) {
 	measure := func(c *exec.Cmd) procStats {
 		http.DefaultClient.CloseIdleConnections()
 		time.Sleep(time.Second)
-		return statsOf(c.Process.Pid)
+		m := "http://" + agentMetrics + "/metrics"
+		if c == s.rv {
+			m = "http://" + rvMetrics + "/metrics"
+		}
+		st := statsOf(t, c.Process.Pid, m)
+		http.DefaultClient.CloseIdleConnections() // the scrape's own
+		time.Sleep(200 * time.Millisecond)
+		st.fds = statsOf(t, c.Process.Pid, "").fds
+		return st
 	}
 	startAgent, startRV := measure(s.agent), measure(s.rv)
 	// A process that restarts is compared with itself once it has settled
@@ -179,11 +194,12 @@ func TestSoak(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	t.Logf("%-11s %-22s %-22s %-22s", "", "RSS MiB", "threads", "open files")
-	t.Logf("%-11s %-22s %-22s %-22s", "", "start/baseline/end", "start/baseline/end", "start/baseline/end")
+	t.Logf("%-11s %-18s %-18s %-18s %-18s", "", "RSS MiB", "threads", "goroutines", "open files")
+	t.Logf("%-11s %-18s %-18s %-18s %-18s", "", "start/base/end", "start/base/end", "start/base/end", "start/base/end")
 	row := func(name string, a, b, c procStats) {
-		t.Logf("%-11s %-22s %-22s %-22s", name, fmt.Sprintf("%d/%d/%d", a.rssMiB, b.rssMiB, c.rssMiB),
-			fmt.Sprintf("%d/%d/%d", a.threads, b.threads, c.threads), fmt.Sprintf("%d/%d/%d", a.fds, b.fds, c.fds))
+		t.Logf("%-11s %-18s %-18s %-18s %-18s", name, fmt.Sprintf("%d/%d/%d", a.rssMiB, b.rssMiB, c.rssMiB),
+			fmt.Sprintf("%d/%d/%d", a.threads, b.threads, c.threads), fmt.Sprintf("%d/%d/%d", a.goroutines, b.goroutines, c.goroutines),
+			fmt.Sprintf("%d/%d/%d", a.fds, b.fds, c.fds))
 	}
 	row("agent", startAgent, baseAgent, endAgent)
 	row("rendezvous", startRV, baseRV, endRV)
@@ -204,6 +220,8 @@ func TestSoak(t *testing.T) {
 	within("agent threads", baseAgent.threads, endAgent.threads)
 	within("rendezvous RSS", baseRV.rssMiB, endRV.rssMiB)
 	within("rendezvous threads", baseRV.threads, endRV.threads)
+	within("agent goroutines", baseAgent.goroutines, endAgent.goroutines)
+	within("rendezvous goroutines", baseRV.goroutines, endRV.goroutines)
 	if endAgent.fds != baseAgent.fds {
 		t.Errorf("agent open files %d → %d", baseAgent.fds, endAgent.fds)
 	}

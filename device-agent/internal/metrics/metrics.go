@@ -33,8 +33,8 @@ type Metrics struct {
 	// KeyframeRequests counts the viewers' PLI and FIR answered.
 	KeyframeRequests *vm.Counter
 	// ForwardDelay is the time from a frame's arrival from the camera to
-	// the send of its last packet to a viewer, for live (not catch-up)
-	// frames.
+	// the send of each of its packets to each viewer, for live (not
+	// catch-up) frames.
 	ForwardDelay *vm.PrometheusHistogram
 }
 
@@ -48,7 +48,7 @@ func New(viewers func() int) *Metrics {
 		SessionsRefused:  s.NewCounter("peercam_agent_sessions_refused_total"),
 		KeyframeRequests: s.NewCounter("peercam_agent_keyframe_requests_total"),
 		ForwardDelay: s.NewPrometheusHistogramExt("peercam_agent_forward_delay_seconds",
-			[]float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1}),
+			[]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1}),
 	}
 	s.NewGauge("peercam_agent_viewers", func() float64 {
 		if viewers == nil {

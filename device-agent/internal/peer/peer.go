@@ -930,13 +930,13 @@ func (s *Session) write(sub *fanout.Sub) {
 			if err := s.video.WriteRTP(&pkt); err != nil {
 				s.log.Debug("video write", "err", err)
 			}
+			if !behind {
+				mt.ForwardDelay.Update(time.Since(f.At).Seconds())
+			}
 		}
 		out.FramesOut.Inc()
 		out.PacketsOut.Add(len(f.Packets))
 		out.BytesOut.Add(f.Size)
-		if !behind {
-			mt.ForwardDelay.Update(time.Since(f.At).Seconds())
-		}
 		if pause > 0 {
 			select {
 			case <-s.ctx.Done():
