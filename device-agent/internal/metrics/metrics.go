@@ -33,8 +33,8 @@ type Metrics struct {
 	// KeyframeRequests counts the viewers' PLI and FIR answered.
 	KeyframeRequests *vm.Counter
 	// ForwardDelay is the time from a frame's arrival from the camera to
-	// the send of each of its packets to each viewer, for live (not
-	// catch-up) frames.
+	// the send of its last packet to a viewer (so at least every packet's
+	// delay), for live (not catch-up) frames.
 	ForwardDelay *vm.PrometheusHistogram
 }
 

@@ -930,9 +930,11 @@ func (s *Session) write(sub *fanout.Sub) {
 			if err := s.video.WriteRTP(&pkt); err != nil {
 				s.log.Debug("video write", "err", err)
 			}
-			if !behind {
-				mt.ForwardDelay.Update(time.Since(f.At).Seconds())
-			}
+		}
+		if !behind {
+			// The frame's last packet: the delay of every packet of it is
+			// at most this, for one clock read a frame, not one a packet.
+			mt.ForwardDelay.Update(time.Since(f.At).Seconds())
 		}
 		out.FramesOut.Inc()
 		out.PacketsOut.Add(len(f.Packets))

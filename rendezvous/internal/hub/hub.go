@@ -18,9 +18,9 @@ import (
 
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/internal/wsconn"
-	"github.com/peercam/peercam/rendezvous/internal/metrics"
 	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/auth"
+	"github.com/peercam/peercam/rendezvous/internal/metrics"
 	"github.com/peercam/peercam/rendezvous/internal/store"
 )
 
