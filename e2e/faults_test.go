@@ -170,11 +170,7 @@ func TestCameraLongGOP(t *testing.T) {
 	}
 	url := in.rv.URL() + "/whep/" + ag.ID() + "/1"
 	cold := watchWHEPWithin(t, http.DefaultClient, url, token, 1, 15*time.Second)
-	p := &whepPlayer{t: t, url: url, token: token, stall: 2 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p, _ := play(t, url, token)
 	waitFor(t, 15*time.Second, "playing", func() bool { return p.frames.Load() > 0 })
 	start, from := time.Now(), p.frames.Load()
 	time.Sleep(12 * time.Second)

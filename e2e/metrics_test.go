@@ -111,10 +111,7 @@ func TestMetricsEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &whepPlayer{t: t, url: in.rv.URL() + "/whep/" + ag.ID() + "/1", token: token, stall: 2 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.run(ctx) }()
+	p, stopPlayer := play(t, in.rv.URL()+"/whep/"+ag.ID()+"/1", token)
 	waitFor(t, 15*time.Second, "playing", func() bool { return p.frames.Load() > 25 })
 	a1, r1 := scrape(t, agURL), scrape(t, rvURL)
 	cam := `{camera="1",stream="main"}`
@@ -143,8 +140,7 @@ func TestMetricsEndpoints(t *testing.T) {
 		t.Logf("agent: %v", a1)
 		t.FailNow()
 	}
-	cancel()
-	<-done
+	stopPlayer()
 	waitFor(t, 15*time.Second, "viewer count back to 0", func() bool { return scrape(t, agURL)["peercam_agent_viewers"] == 0 })
 
 	req, _ := http.NewRequest("POST", in.rv.URL()+"/api/login", strings.NewReader(`{"name":"`+ownerName+`","password":"wrong"}`))

@@ -36,6 +36,20 @@ type whepPlayer struct {
 	refusals  []int
 }
 
+// play starts a whepPlayer of url with token; stop ends it (and runs at
+// cleanup if the test does not call it).
+func play(t testing.TB, url, token string) (p *whepPlayer, stop func()) {
+	t.Helper()
+	p = &whepPlayer{t: t, url: url, token: token, stall: 2 * time.Second}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return p, stop
+}
+
 func (p *whepPlayer) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		retry := p.once(ctx)
@@ -150,11 +164,7 @@ func TestWHEPAgentRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &whepPlayer{t: t, url: in.rv.URL() + "/whep/" + ag.ID() + "/1", token: token, stall: 2 * time.Second}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); p.run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	p, _ := play(t, in.rv.URL()+"/whep/"+ag.ID()+"/1", token)
 	waitFor(t, 15*time.Second, "WHEP player playing", func() bool { return p.frames.Load() > 25 })
 
 	stop()
