@@ -129,6 +129,11 @@
 // viewer counted. The viewer repeats the restart every few seconds until the
 // path is back; the agent keeps the session until ICE fails for good.
 //
+// A viewer socket that drops without a close frame keeps its sessions at the
+// rendezvous for a grace (10 s by default) so that a resume on a new socket
+// finds them; a socket closed on purpose (close code 1000, 1001, or none)
+// ends its sessions at once.
+//
 // ice_servers in session (to the viewer) and in offer (to the agent) are that
 // session's STUN and TURN servers; TURN entries carry credentials minted for
 // the session (TURN REST shared secret), so both sides can fall back to the
@@ -165,8 +170,10 @@
 // a token issued under an earlier claim of the device (before it was removed
 // or changed hands) is revoked; a well-signed token that is not on record at
 // the rendezvous is unauthorized. rate_limited also answers an open past the
-// per-address or per-token budget (a burst of 20, then one a second), and
-// an agent that serves its max_viewers (it keeps one slot for the owner).
+// per-address or per-token budget (a burst of 20, then one a second), an
+// agent that serves its max_viewers (it keeps one slot for the owner), and
+// a message past its socket's rate (viewers: 400 at once, then 50 a second;
+// agents: 2000, then 500): that message is dropped, the socket stays open.
 //
 // # Version history
 //
