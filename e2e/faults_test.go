@@ -155,8 +155,9 @@ func TestBrowserCameraFaults(t *testing.T) {
 }
 
 // A camera set to a keyframe every 10 s is not taken for a stalled one:
-// frames keep coming at its rate, the agent sees no outage, and a viewer
-// joining the warm stream starts at once from the cached GOP.
+// frames keep coming at its rate and the agent sees no outage. The first
+// viewer of its cold main stream starts at once on the warm sub stream, and
+// a viewer joining the warm main stream starts at once from the cached GOP.
 func TestCameraLongGOP(t *testing.T) {
 	in := startInfraSim(t, 1, func(c *nvr.Config) { c.LongGOPChannels = []int{1} })
 	ag, _ := startAgent(t, in, 1, nil)
