@@ -238,15 +238,7 @@ func TestBrowserAgentRestart(t *testing.T) {
 		t.Fatalf("the page says %q while the agent is away", txt)
 	}
 	// The same agent (same key, same state) comes back.
-	ag2, err := agent.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, cancel := context.WithCancel(in.ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = ag2.Run(actx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	waitFor(t, 10*time.Second, "agent registered again", func() bool { return in.rv.Hub().Online(ag2.ID()) })
+	restartAgent(t, in, cfg)
 	registered := time.Now()
 	do(t, ctx, 15*time.Second, "picture back after the agent restart",
 		waitJS(fmt.Sprintf(`(() => { const s = window.peercam.sessions()[0]; return s && s.framesDecoded > %d + 10; })()`, before)),
@@ -257,6 +249,22 @@ func TestBrowserAgentRestart(t *testing.T) {
 		t.Fatalf("picture back %v after the agent registered, want within 5 s", back)
 	}
 	screenshot(t, ctx, "recorder-back")
+}
+
+// restartAgent runs an agent again with cfg (the same key and state as one
+// that stopped) and waits until it is registered.
+func restartAgent(t testing.TB, in *infra, cfg agent.Config) *agent.Agent {
+	t.Helper()
+	ag, err := agent.New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(in.ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ag.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, 10*time.Second, "agent registered again", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	return ag
 }
 
 func pageText(t *testing.T, ctx context.Context) string {

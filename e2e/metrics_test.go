@@ -2,7 +2,7 @@ package e2e
 
 import (
 	"context"
-	"net"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -66,15 +66,8 @@ func value(m *dto.Metric) float64 {
 	return 0
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a free loopback TCP address.
+func freeAddr(t testing.TB) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
 
 // Both endpoints serve the Prometheus text format, and their figures move
 // with what happens: a viewer comes and goes, video goes out on a host

@@ -11,49 +11,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/pion/webrtc/v4"
-
 	"github.com/peercam/peercam/firmware-sim/nvr"
 )
-
-// lightViewer is a WHEP viewer that only counts what it receives: many of
-// them fit in the benchmark's process beside the agent they measure.
-type lightViewer struct {
-	pc      *webrtc.PeerConnection
-	packets atomic.Int64
-	bytes   atomic.Int64
-}
-
-func openLightViewer(b testing.TB, url, token string) *lightViewer {
-	b.Helper()
-	v := &lightViewer{pc: newLoopbackPC(b)}
-	if _, err := v.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-		b.Fatal(err)
-	}
-	v.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := tr.Read(buf)
-			if err != nil {
-				return
-			}
-			v.packets.Add(1)
-			v.bytes.Add(int64(n))
-		}
-	})
-	status, _, answer := whepPost(b, url, token, v.pc)
-	if status != http.StatusCreated {
-		b.Fatalf("WHEP POST: %d %s", status, answer)
-	}
-	if err := v.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: answer}); err != nil {
-		b.Fatal(err)
-	}
-	return v
-}
 
 // procCPU is a process's user+system CPU time so far.
 func procCPU(b testing.TB, pid int) time.Duration {
@@ -69,15 +31,9 @@ func procCPU(b testing.TB, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
-func procRSS(b testing.TB, pid int) float64 {
-	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, l := range strings.Split(string(raw), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
-			return kb / 1024
-		}
-	}
-	return 0
+func rssOf(b testing.TB, pid int) float64 {
+	rss, _ := procMemory(b, pid)
+	return rss
 }
 
 // histQuantile estimates a quantile from a Prometheus histogram's buckets
@@ -217,7 +173,7 @@ metrics_listen: %s
 
 // measureViewers adds viewers of tg step by step and measures each step.
 func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
-	var viewers []*lightViewer
+	var viewers []*whepViewer
 	defer func() {
 		for _, v := range viewers {
 			v.pc.Close()
@@ -235,7 +191,7 @@ func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					v := openLightViewer(b, tg.url, tg.token)
+					v := openWHEPViewer(b, tg.url, tg.token)
 					mu.Lock()
 					viewers = append(viewers, v)
 					mu.Unlock()
@@ -255,7 +211,7 @@ func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 		c0, t0 := procCPU(b, tg.pid), time.Now()
 		time.Sleep(window)
 		c1, el := procCPU(b, tg.pid), time.Since(t0)
-		r := viewerRow{n: n, cpu: float64(c1-c0) / float64(el) * 100, rss: procRSS(b, tg.pid), slowest: -1}
+		r := viewerRow{n: n, cpu: float64(c1-c0) / float64(el) * 100, rss: rssOf(b, tg.pid), slowest: -1}
 		for i, v := range viewers {
 			rate := float64(v.bytes.Load()-before[i]) * 8 / el.Seconds() / 1e6
 			if r.slowest < 0 || rate < r.slowest {

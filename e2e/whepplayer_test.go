@@ -169,15 +169,7 @@ func TestWHEPAgentRestart(t *testing.T) {
 
 	stop()
 	time.Sleep(3 * time.Second)
-	ag2, err := agent.New(cfg, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	actx, acancel := context.WithCancel(in.ctx)
-	adone := make(chan struct{})
-	go func() { defer close(adone); _ = ag2.Run(actx) }()
-	t.Cleanup(func() { acancel(); <-adone })
-	waitFor(t, 10*time.Second, "agent registered again", func() bool { return in.rv.Hub().Online(ag2.ID()) })
+	restartAgent(t, in, cfg)
 	registered := time.Now()
 	before := p.frames.Load()
 	waitFor(t, 15*time.Second, "WHEP player playing again", func() bool {

@@ -45,7 +45,7 @@ func (l *limiter) allow(w http.ResponseWriter, key string) bool {
 	return false
 }
 
-// tooMany answers 429 with Retry-After in whole seconds, rounded up.
+// tooMany is the package's tooMany, counted in the metrics.
 func (a *API) tooMany(w http.ResponseWriter, delay time.Duration, msg string) {
 	a.cfg.Metrics.RateLimited.WithLabelValues("http").Inc()
 	tooMany(w, delay, msg)

@@ -381,12 +381,12 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 	}
 	hello, ok := m.(*proto.Hello)
 	if !ok {
-		c.SendError("", proto.CodeBadMessage, "expected hello")
+		h.sendErr(c, proto.NewError("", proto.CodeBadMessage, "expected hello"))
 		return nil, errors.New("first message was not hello")
 	}
 	pub := ed25519.PublicKey(hello.PublicKey)
 	if proto.DeviceID(pub) != hello.DeviceID {
-		c.SendError("", proto.CodeAuthFailed, "device_id is not derived from public_key")
+		h.sendErr(c, proto.NewError("", proto.CodeAuthFailed, "device_id is not derived from public_key"))
 		return nil, errors.New("device_id does not match key")
 	}
 	nonce := make([]byte, 32)
@@ -400,20 +400,20 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 	}
 	a, ok := m.(*proto.Auth)
 	if !ok {
-		c.SendError("", proto.CodeBadMessage, "expected auth")
+		h.sendErr(c, proto.NewError("", proto.CodeBadMessage, "expected auth"))
 		return nil, errors.New("second message was not auth")
 	}
 	if !ed25519.Verify(pub, proto.AuthPayload(nonce, hello.DeviceID), a.Signature) {
-		c.SendError("", proto.CodeAuthFailed, "signature does not verify")
+		h.sendErr(c, proto.NewError("", proto.CodeAuthFailed, "signature does not verify"))
 		return nil, errors.New("bad signature")
 	}
 	rec, err := h.cfg.Store.RegisterDevice(ctx, hello.DeviceID, pub, hello.Cameras)
 	if errors.Is(err, store.ErrKeyMismatch) {
-		c.SendError("", proto.CodeKeyMismatch, "this device ID is registered with another key")
+		h.sendErr(c, proto.NewError("", proto.CodeKeyMismatch, "this device ID is registered with another key"))
 		return nil, err
 	}
 	if err != nil {
-		c.SendError("", proto.CodeInternal, "could not register the device")
+		h.sendErr(c, proto.NewError("", proto.CodeInternal, "could not register the device"))
 		return nil, err
 	}
 	if err := c.Send(&proto.Welcome{
@@ -562,7 +562,7 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 			return
 		}
 	default:
-		d.conn.SendError("", proto.CodeBadMessage, fmt.Sprintf("a device may not send %s now", m.MessageType()))
+		h.sendErr(d.conn, proto.NewError("", proto.CodeBadMessage, fmt.Sprintf("a device may not send %s now", m.MessageType())))
 		return
 	}
 	h.mu.Lock()
