@@ -115,6 +115,9 @@ deps:
 	command -v nft      >/dev/null || missing="$$missing nftables"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	command -v miniupnpd  >/dev/null || missing="$$missing miniupnpd"; \
+	[ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v nats-server >/dev/null || missing="$$missing nats-server"; \
+	command -v haproxy  >/dev/null || missing="$$missing haproxy"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \

@@ -160,4 +160,35 @@ func BenchmarkFirstFrameCold(b *testing.B) {
 			reportPercentiles(b, samples, "ms-first-frame")
 		})
 	}
+	// An H.265 main stream cannot start on the H.264 sub stream: its first
+	// viewer gets the camera's next keyframe, or one asked for over RTCP
+	// (PLI/FIR on the RTSP session) or ISAPI, from the WHEP POST to the
+	// first whole keyframe.
+	for _, ask := range []string{"rtcp", "isapi", "none"} {
+		b.Run("h265-main/ask-"+ask, func(b *testing.B) {
+			sys := startColdH265(b, ask)
+			ag := sys.agent
+			main := ag.Stream("1", "main")
+			// The first view learns the stream's codec; from then on it is
+			// cold each time.
+			watchCodec(b, sys, "1", webrtc.MimeTypeH265, offerH265, 1)
+			var samples []float64
+			b.ResetTimer()
+			for b.Loop() {
+				b.StopTimer()
+				waitFor(b, 10*time.Second, "main stream stopped", func() bool { return !main.Stats().Running })
+				time.Sleep(time.Duration(len(samples)%7) * 450 * time.Millisecond)
+				b.StartTimer()
+				res := watchCodec(b, sys, "1", webrtc.MimeTypeH265, offerH265, 1)
+				if res.status != 201 || res.codec != "H265" {
+					b.Fatalf("WHEP %d, served %s", res.status, res.codec)
+				}
+				samples = append(samples, float64(res.firstKey.Microseconds())/1000)
+			}
+			b.StopTimer()
+			rtcp, http := sys.sim.KeyframeRequests()
+			b.ReportMetric(float64(rtcp+http)/float64(len(samples)+1), "camera-asks/view")
+			reportPercentiles(b, samples, "ms-first-keyframe")
+		})
+	}
 }

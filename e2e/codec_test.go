@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +23,56 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/device-agent/agent"
+	"github.com/peercam/peercam/firmware-sim/isapi"
 	"github.com/peercam/peercam/firmware-sim/nvr"
 	"github.com/peercam/peercam/internal/media/h264"
 	"github.com/peercam/peercam/internal/media/h265"
 	"github.com/peercam/peercam/rendezvous/server"
 )
+
+// startColdH265 is a camera whose main stream is H.265 and pulled only
+// while watched, and an agent that asks it for keyframes over ask: "rtcp"
+// (the camera honours PLI/FIR on its RTSP session), "isapi" (it ignores
+// those and takes Hikvision's requestKeyFrame) or "none" (the agent does
+// not ask).
+func startColdH265(tb testing.TB, ask string) *system {
+	tb.Helper()
+	in := startInfraSim(tb, 1, func(c *nvr.Config) {
+		c.H265Channels = []int{1}
+		c.IgnoreRTCPKeyframeRequests = ask == "isapi"
+	}, benchOpens)
+	web := httptest.NewServer(isapi.Handler("admin", "admin", in.sim.Keyframe, slog.New(slog.DiscardHandler)))
+	tb.Cleanup(web.Close)
+	ag, stop := startAgent(tb, in, 1, func(c *agent.Config) {
+		c.Linger, c.KeyframeRequests = time.Millisecond, ask != "none"
+		if ask == "isapi" {
+			c.NVR.ISAPI = web.URL
+		}
+	})
+	waitFor(tb, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
+	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop"); err != nil {
+		tb.Fatal(err)
+	}
+	return &system{sim: in.sim, rv: in.rv, agent: ag, dataDir: in.dataDir, stopAgent: stop}
+}
+
+// The first viewer of a cold H.265 main stream (which the H.264 sub stream
+// cannot start) makes the agent ask the camera for a keyframe: over ISAPI
+// from the camera's entry, signed with the RTSP credentials; the stream's
+// counter and the camera's agree.
+func TestColdH265AsksForKeyframe(t *testing.T) {
+	sys := startColdH265(t, "isapi")
+	res := watchCodec(t, sys, "1", webrtc.MimeTypeH265, offerH265, 5)
+	if res.status != 201 || res.codec != "H265" || res.stream != "main" {
+		t.Fatalf("WHEP %d, served %s/%s", res.status, res.stream, res.codec)
+	}
+	rtcp, http := sys.sim.KeyframeRequests()
+	asked := sys.agent.Stream("1", "main").Stats().KeyframesAsked
+	if http == 0 || rtcp != 0 || asked == 0 {
+		t.Fatalf("camera got %d ISAPI and %d RTCP requests it honoured; the agent counted %d sent", http, rtcp, asked)
+	}
+	t.Logf("first keyframe %s after the POST", res.firstKey.Round(time.Millisecond))
+}
 
 // A recorder like the ones people own: channel 1's main stream is H.265 Main
 // (its sub stream H.264), channel 2's main stream has B-frames, channel 3 is

@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/peercam/peercam/firmware-sim/faults"
+	"github.com/peercam/peercam/firmware-sim/isapi"
 	"github.com/peercam/peercam/firmware-sim/nvr"
 	"github.com/peercam/peercam/firmware-sim/onvifsim"
 )
@@ -31,7 +32,8 @@ func main() {
 	flag.IntVar(&cfg.MainKbps, "main-kbps", 0, "pad main streams to this constant bitrate in kbit/s with filler data, as a camera in CBR mode (0: the clips' own)")
 	bframes := flag.String("bframes", "", "comma-separated channels whose main stream has B-frames (a fault some real cameras have)")
 	h265 := flag.String("h265", "", "comma-separated channels whose main stream is H.265 Main, with an H.264 sub stream (most NVRs' default)")
-	onvifAddr := flag.String("onvif", "", "HTTP address for the ONVIF Device and Media services, e.g. 127.0.0.1:8000 (empty: off)")
+	onvifAddr := flag.String("onvif", "", "HTTP address for the ONVIF Device and Media services and Hikvision's ISAPI keyframe request, e.g. 127.0.0.1:8000 (empty: off)")
+	flag.BoolVar(&cfg.IgnoreRTCPKeyframeRequests, "ignore-rtcp-pli", false, "ignore RTCP PLI/FIR keyframe requests from RTSP clients, as many cameras do")
 	control := flag.String("control", "", "HTTP address of the fault control endpoint, e.g. 127.0.0.1:8099 (empty: off); POST /stall, /resume, /garbage, /clean, /reject, /accept, /long-gop, /short-gop, /resize with ?channel=N, and /restart?seconds=S, /drop")
 	var startFaults []string
 	flag.Func("fault", "a fault on from the start, NAME:CHANNELS (repeatable): stall, garbage (malformed video), reject (401 to every credential), long-gop (a keyframe every 10 s); e.g. -fault reject:2 -fault long-gop:1,3", func(v string) error {
@@ -125,7 +127,8 @@ func startONVIF(rec *faults.Recorder, cfg nvr.Config, httpAddr, discAddr string,
 		StreamOf: func(ch int, kind string) onvifsim.Stream {
 			u, codec, w, h := rec.Server().StreamInfo(ch, kind)
 			return onvifsim.Stream{URL: u, Encoding: codec, Width: w, Height: h}
-		}}
+		},
+		ISAPI: isapi.Handler(cfg.User, cfg.Pass, func(ch int, kind string) bool { return rec.Server().Keyframe(ch, kind) }, log)}
 	if discAddr != "" {
 		if oc.Discovery, err = net.ListenPacket("udp4", discAddr); err != nil {
 			ln.Close()

@@ -104,7 +104,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 			}
 			id := strconv.Itoa(next)
 			used[id] = true
-			cams = append(cams, Camera{ID: id, Name: cameraName(oc.info, oc.cam, next), URL: oc.cam.MainURL, SubURL: oc.cam.SubURL})
+			// A Hikvision's ISAPI lives on the same web server as its ONVIF.
+			cams = append(cams, Camera{ID: id, Name: cameraName(oc.info, oc.cam, next), URL: oc.cam.MainURL, SubURL: oc.cam.SubURL,
+				ISAPI: webOrigin(oc.url)})
 			resolvers[id] = oc
 			a.log.Info("onvif: camera found", "id", id, "device", oc.url, "source", oc.cam.Source, "codec", oc.cam.Encoding,
 				"main", rtspsource.Redact(oc.cam.MainURL), "sub", rtspsource.Redact(oc.cam.SubURL))
@@ -114,9 +116,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.cameras[c.ID] = c
 		protoCams = append(protoCams, proto.Camera{ID: c.ID, Name: c.Name, HasSub: c.SubURL != ""})
 		mainCfg := fanout.Config{Name: c.ID + "/main", URL: c.URL, Transport: cfg.RTSPTransport, Linger: cfg.Linger, AlwaysOn: c.AlwaysOn,
-			SummaryEvery: cfg.SummaryEvery, Logger: a.log}
+			SummaryEvery: cfg.SummaryEvery, Logger: a.log, KeyframeRequests: cfg.KeyframeRequests, ISAPI: ISAPIKeyframeURL(c.ISAPI, c.URL)}
 		subCfg := fanout.Config{Name: c.ID + "/sub", URL: c.SubURL, Transport: cfg.RTSPTransport, Linger: cfg.Linger,
-			AlwaysOn: cfg.WarmSubStreams, SummaryEvery: cfg.SummaryEvery, Logger: a.log}
+			AlwaysOn: cfg.WarmSubStreams, SummaryEvery: cfg.SummaryEvery, Logger: a.log, KeyframeRequests: cfg.KeyframeRequests,
+			ISAPI: ISAPIKeyframeURL(c.ISAPI, c.SubURL)}
 		if oc, ok := resolvers[c.ID]; ok {
 			mainCfg.Resolve, subCfg.Resolve = oc.resolver(proto.StreamMain), oc.resolver(proto.StreamSub)
 		}
@@ -172,7 +175,7 @@ func (a *Agent) addStream(camera, kind string, st *fanout.Stream) {
 	a.metrics.Camera(camera, kind, func() metrics.CameraStats {
 		s := st.Stats()
 		return metrics.CameraStats{Frames: s.Frames, Dropped: s.Dropped, Outages: s.Outages, LostPackets: s.LostPackets,
-			Viewers: s.Viewers, Up: s.Running && !s.Down}
+			KeyframesAsked: s.KeyframesAsked, Viewers: s.Viewers, Up: s.Running && !s.Down}
 	})
 }
 

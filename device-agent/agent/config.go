@@ -53,6 +53,11 @@ type Config struct {
 	// true; false pulls sub streams only while they are watched (for
 	// recorders that allow few RTSP sessions).
 	WarmSubStreams bool `yaml:"warm_sub_streams"`
+	// KeyframeRequests asks a camera for a keyframe when its stream starts
+	// and when a viewer joins a stream with no picture cached: RTCP PLI and
+	// FIR on the RTSP session, and Hikvision's ISAPI requestKeyFrame for
+	// cameras with isapi set. Default true.
+	KeyframeRequests bool `yaml:"keyframe_requests"`
 	// MaxViewers caps concurrent viewers on this box. Default 16.
 	MaxViewers int `yaml:"max_viewers"`
 	// MaxViewersPerCamera caps concurrent viewers of one camera (main and
@@ -119,6 +124,11 @@ type CameraConfig struct {
 	// AlwaysOn keeps the main stream pulled with no viewers, so the first
 	// viewer gets a picture at once.
 	AlwaysOn bool `yaml:"always_on"`
+	// ISAPI is the camera's web address (http://192.168.1.64) when it
+	// speaks Hikvision's ISAPI: keyframe requests go there too, signed
+	// with the RTSP URL's user and password. It needs a Hikvision RTSP
+	// path (/Streaming/Channels/101), which names the channel.
+	ISAPI string `yaml:"isapi"`
 }
 
 // NVRConfig is a multi-channel recorder. "{channel}" in the URLs and the name
@@ -130,13 +140,15 @@ type NVRConfig struct {
 	// Name defaults to "Channel {channel}".
 	Name     string `yaml:"name"`
 	AlwaysOn bool   `yaml:"always_on"`
+	// ISAPI is the recorder's web address, as for a camera.
+	ISAPI string `yaml:"isapi"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{StateDir: "peercam-state", WebRTCListen: "0.0.0.0:8189", RTSPTransport: "tcp",
 		PortMapping: "auto", PortMappingLease: 2 * time.Hour,
-		Linger: 30 * time.Second, WarmSubStreams: true, MaxViewers: 16, ViewerQueueFrames: 600, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
+		Linger: 30 * time.Second, WarmSubStreams: true, KeyframeRequests: true, MaxViewers: 16, ViewerQueueFrames: 600, LogLevel: "info", LogMaxSize: 1 << 20, MemoryLimit: 48 << 20}
 }
 
 // LoadConfig reads a YAML file over the defaults, then the environment
@@ -176,6 +188,8 @@ func LoadConfig(path string) (Config, error) {
 type Camera struct {
 	ID, Name, URL, SubURL string
 	AlwaysOn              bool
+	// ISAPI is the camera's web address for ISAPI keyframe requests.
+	ISAPI string
 }
 
 // Validate checks the config and names the field at fault.
@@ -248,6 +262,9 @@ func (c Config) Validate() error {
 				return fmt.Errorf("agent: cameras[%d].sub_url: %w", i, err)
 			}
 		}
+		if err := checkISAPI(cam.ISAPI, cam.URL); err != nil {
+			return fmt.Errorf("agent: cameras[%d].isapi: %w", i, err)
+		}
 		if strings.ContainsAny(cam.ID, "/ ?#") {
 			return fmt.Errorf("agent: cameras[%d].id: %q may not contain '/', '?', '#' or spaces", i, cam.ID)
 		}
@@ -261,6 +278,9 @@ func (c Config) Validate() error {
 		}
 		if err := checkRTSP(strings.ReplaceAll(n.URL, "{channel}", "1")); err != nil {
 			return fmt.Errorf("agent: nvr.url: %w", err)
+		}
+		if err := checkISAPI(n.ISAPI, strings.ReplaceAll(n.URL, "{channel}", "1")); err != nil {
+			return fmt.Errorf("agent: nvr.isapi: %w", err)
 		}
 		if n.SubURL != "" {
 			if !strings.Contains(n.SubURL, "{channel}") {
@@ -339,6 +359,41 @@ func (c Config) nvrChannels() int {
 	return c.NVR.Channels
 }
 
+// checkISAPI checks a camera's isapi address against its RTSP URL.
+func checkISAPI(base, rtspURL string) error {
+	if base == "" {
+		return nil
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not the camera's web address (e.g. http://192.168.1.64)", base)
+	}
+	if ISAPIKeyframeURL(base, rtspURL) == "" {
+		return fmt.Errorf("the RTSP URL's path is not Hikvision's /Streaming/Channels/<id>, so the ISAPI channel is unknown; remove isapi for this camera")
+	}
+	return nil
+}
+
+// ISAPIKeyframeURL is the requestKeyFrame URL for a camera whose web
+// address is base and whose RTSP URL has a Hikvision path
+// (/Streaming/Channels/101: channel 1, main stream); "" when either is
+// missing.
+func ISAPIKeyframeURL(base, rtspURL string) string {
+	if base == "" {
+		return ""
+	}
+	u, err := url.Parse(rtspURL)
+	if err != nil {
+		return ""
+	}
+	rest, ok := strings.CutPrefix(strings.ToLower(strings.Trim(u.Path, "/")), "streaming/channels/")
+	id, err := strconv.Atoi(rest)
+	if !ok || err != nil || id < 101 {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/ISAPI/Streaming/channels/" + strconv.Itoa(id) + "/requestKeyFrame"
+}
+
 func checkRTSP(raw string) error {
 	if raw == "" {
 		return errors.New("missing")
@@ -370,7 +425,7 @@ func (c Config) ResolvedCameras() []Camera {
 		for ch := 1; ch <= n.Channels; ch++ {
 			s := strconv.Itoa(ch)
 			cam := Camera{ID: s, Name: strings.ReplaceAll(name, "{channel}", s),
-				URL: strings.ReplaceAll(n.URL, "{channel}", s), AlwaysOn: n.AlwaysOn}
+				URL: strings.ReplaceAll(n.URL, "{channel}", s), AlwaysOn: n.AlwaysOn, ISAPI: n.ISAPI}
 			if n.SubURL != "" {
 				cam.SubURL = strings.ReplaceAll(n.SubURL, "{channel}", s)
 			}
@@ -386,7 +441,7 @@ func (c Config) ResolvedCameras() []Camera {
 		if name == "" {
 			name = "Camera " + id
 		}
-		out = append(out, Camera{ID: id, Name: name, URL: cc.URL, SubURL: cc.SubURL, AlwaysOn: cc.AlwaysOn})
+		out = append(out, Camera{ID: id, Name: name, URL: cc.URL, SubURL: cc.SubURL, AlwaysOn: cc.AlwaysOn, ISAPI: cc.ISAPI})
 	}
 	return out
 }

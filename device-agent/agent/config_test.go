@@ -41,6 +41,16 @@ func TestValidate(t *testing.T) {
 			c.Cameras[0].ID = "2"
 		}, `id "2" is used twice`},
 		{"bad transport", func(c *Config) { c.RTSPTransport = "quic" }, "rtsp_transport"},
+		{"isapi", func(c *Config) { c.Cameras[0].ISAPI = "http://192.168.1.64" }, ""},
+		{"isapi not a web address", func(c *Config) { c.Cameras[0].ISAPI = "192.168.1.64" }, "cameras[0].isapi: \"192.168.1.64\" is not the camera's web address"},
+		{"isapi on a Dahua path", func(c *Config) {
+			c.Cameras[0].URL = "rtsp://a:b@cam/cam/realmonitor?channel=1&subtype=0"
+			c.Cameras[0].ISAPI = "http://cam"
+		}, "not Hikvision's /Streaming/Channels/<id>"},
+		{"nvr isapi", func(c *Config) {
+			c.Cameras = nil
+			c.NVR = &NVRConfig{URL: "rtsp://nvr/Streaming/Channels/{channel}01", Channels: 2, ISAPI: "https://nvr:8443/"}
+		}, ""},
 		{"bad webrtc listen", func(c *Config) { c.WebRTCListen = "8189" }, "webrtc_listen"},
 	}
 	for _, tt := range tests {
@@ -58,6 +68,23 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("err %v, want it to say %q", err, tt.says)
 			}
 		})
+	}
+}
+
+func TestISAPIKeyframeURL(t *testing.T) {
+	for _, tc := range []struct{ base, rtsp, want string }{
+		{"http://192.168.1.64", "rtsp://a:b@192.168.1.64:554/Streaming/Channels/101", "http://192.168.1.64/ISAPI/Streaming/channels/101/requestKeyFrame"},
+		{"http://nvr:8080/", "rtsp://nvr/streaming/channels/1602?transportmode=unicast", "http://nvr:8080/ISAPI/Streaming/channels/1602/requestKeyFrame"},
+		{"", "rtsp://nvr/Streaming/Channels/101", ""},
+		{"http://cam", "rtsp://cam/h264/ch1/main/av_stream", ""},
+		{"http://cam", "rtsp://cam/Streaming/Channels/1", ""},
+	} {
+		if got := ISAPIKeyframeURL(tc.base, tc.rtsp); got != tc.want {
+			t.Errorf("%s %s: %q, want %q", tc.base, tc.rtsp, got, tc.want)
+		}
+	}
+	if !DefaultConfig().KeyframeRequests {
+		t.Error("keyframe requests are off by default")
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -253,4 +254,14 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// webOrigin is a device service URL's scheme and host, the camera's web
+// address.
+func webOrigin(deviceURL string) string {
+	u, err := url.Parse(deviceURL)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 
 	"github.com/peercam/peercam/firmware-sim/camera"
@@ -52,6 +53,9 @@ type Config struct {
 	// without it a new client waits for the next one (every 4 s on main
 	// streams). Default false.
 	KeyframeOnPlay bool
+	// IgnoreRTCPKeyframeRequests makes streams ignore RTCP PLI and FIR from
+	// their RTSP clients, as many cameras do; by default they honour them.
+	IgnoreRTCPKeyframeRequests bool
 	// MainKbps, when set, pads main streams to this constant bitrate with
 	// filler data, as a camera in CBR mode sends. Default 0: the clips' own
 	// (low) bitrate.
@@ -144,7 +148,9 @@ type Server struct {
 	// another clip (a resolution change).
 	keyframe map[streamKey]chan struct{}
 	swap     map[streamKey]chan *camera.Clip
-	closed   sync.Once
+	// asked counts keyframe requests by how they came (rtcp, http).
+	askedRTCP, askedHTTP atomic.Uint64
+	closed               sync.Once
 }
 
 // Start opens the listeners and starts every stream.
@@ -500,10 +506,39 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
 func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	ch, kind, ok := ParsePath(ctx.Path, ctx.Query)
 	if s.cfg.KeyframeOnPlay {
-		s.RequestKeyframe(ParsePath(ctx.Path, ctx.Query))
+		s.RequestKeyframe(ch, kind, ok)
+	}
+	if ok && !s.cfg.IgnoreRTCPKeyframeRequests {
+		// A PLI or FIR from the client asks for a keyframe (RFC 4585,
+		// RFC 5104), as cameras that honour RTCP feedback over RTSP do.
+		ctx.Session.OnPacketRTCPAny(func(_ *description.Media, pkt rtcp.Packet) {
+			switch pkt.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				s.askedRTCP.Add(1)
+				s.RequestKeyframe(ch, kind, true)
+			}
+		})
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// Keyframe is a keyframe request from the camera's web API (ISAPI): ok
+// false when no such stream exists or the channel refuses credentials.
+func (s *Server) Keyframe(channel int, kind string) bool {
+	if s.keyframe[streamKey{channel, kind}] == nil || s.reject[channel].Load() {
+		return false
+	}
+	s.askedHTTP.Add(1)
+	s.RequestKeyframe(channel, kind, true)
+	return true
+}
+
+// KeyframeRequests counts the keyframe requests the streams were sent over
+// RTCP (PLI or FIR on an RTSP session) and over HTTP (ISAPI).
+func (s *Server) KeyframeRequests() (rtcp, http uint64) {
+	return s.askedRTCP.Load(), s.askedHTTP.Load()
 }
 
 // RequestKeyframe makes a stream send a keyframe now, as a camera asked for

@@ -42,7 +42,10 @@ type Config struct {
 	Channels  int
 	// StreamOf returns channel's main or sub stream.
 	StreamOf func(channel int, kind string) Stream
-	Logger   *slog.Logger
+	// ISAPI, when set, serves /ISAPI/ beside the ONVIF services, on one web
+	// server as a Hikvision camera has.
+	ISAPI  http.Handler
+	Logger *slog.Logger
 }
 
 // Server is a running ONVIF face.
@@ -67,6 +70,9 @@ func Start(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /onvif/device_service", s.serve)
 	mux.HandleFunc("POST /onvif/media_service", s.serve)
+	if cfg.ISAPI != nil {
+		mux.Handle("/ISAPI/", cfg.ISAPI)
+	}
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = s.http.Serve(cfg.HTTP) }()
 	if cfg.Discovery != nil {

@@ -121,7 +121,12 @@ type Config struct {
 	// Resolve, when set, looks the stream's URL up again (ONVIF) after the
 	// pull failed: a camera that moved its RTSP path or port keeps working.
 	Resolve func(context.Context) (string, error)
-	Logger  *slog.Logger
+	// KeyframeRequests asks the camera for a keyframe when a pull starts
+	// and when a viewer joins with no picture cached (RTCP PLI/FIR, and
+	// ISAPI when set); see rtspsource.Config.
+	KeyframeRequests bool
+	ISAPI            string
+	Logger           *slog.Logger
 
 	// run replaces rtspsource.Run in tests.
 	run func(context.Context, rtspsource.Config, rtspsource.Handler) error
@@ -174,6 +179,12 @@ type Stream struct {
 	frames, dropped atomic.Uint64
 	// lostPackets counts RTP packets the camera's stream lost on the way.
 	lostPackets atomic.Uint64
+	// kick carries keyframe requests to the running pull; asked counts
+	// those sent to the camera, isapiWarned whether an ISAPI failure was
+	// logged at WARN yet.
+	kick        chan struct{}
+	asked       atomic.Uint64
+	isapiWarned atomic.Bool
 	// lastVideo is when the current run last had video (unix ns; 0 before
 	// its first frame); frameGap the usual time between frames (a moving
 	// average, ns), so a 1 fps camera is not taken for a stalled one.
@@ -190,6 +201,8 @@ type Stats struct {
 	Outages uint64
 	// LostPackets counts RTP packets lost between the camera and the agent.
 	LostPackets uint64
+	// KeyframesAsked counts keyframe requests sent to the camera.
+	KeyframesAsked uint64
 	// Down is set from a lost camera until its next keyframe.
 	Down    bool
 	Running bool
@@ -215,7 +228,7 @@ func New(cfg Config) *Stream {
 	if cfg.run == nil {
 		cfg.run = rtspsource.Run
 	}
-	s := &Stream{cfg: cfg, log: cfg.Logger.With("stream", cfg.Name), subs: map[*Sub]struct{}{}}
+	s := &Stream{cfg: cfg, log: cfg.Logger.With("stream", cfg.Name), subs: map[*Sub]struct{}{}, kick: make(chan struct{}, 1)}
 	if cfg.AlwaysOn {
 		s.mu.Lock()
 		s.startLocked()
@@ -229,7 +242,8 @@ func (s *Stream) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return Stats{Frames: s.frames.Load(), Dropped: s.dropped.Load(), Viewers: len(s.subs), GOP: len(s.gop),
-		Running: s.cancel != nil, Outages: s.outages, LostPackets: s.lostPackets.Load(), Down: s.down}
+		Running: s.cancel != nil, Outages: s.outages, LostPackets: s.lostPackets.Load(), Down: s.down,
+		KeyframesAsked: s.asked.Load()}
 }
 
 // Acquire holds the stream open for a viewer and waits until its format is
@@ -322,7 +336,8 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 		var codec string // this run's, from its OnInfo
 		rctx, stopRun := context.WithCancel(ctx)
 		stalled := s.watchdog(rctx, stopRun)
-		err := s.cfg.run(rctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log},
+		err := s.cfg.run(rctx, rtspsource.Config{URL: url, Transport: s.cfg.Transport, Logger: s.log,
+			KeyframeRequests: s.cfg.KeyframeRequests, Keyframes: s.kick, ISAPI: s.cfg.ISAPI, OnAsked: s.onAsked},
 			rtspsource.Handler{
 				OnInfo: func(in rtspsource.Info) {
 					for _, why := range in.Skipped {
@@ -690,14 +705,35 @@ func (s *Stream) publish(f *Frame) {
 }
 
 // Subscribe starts delivering frames to a new viewer: first the GOP cache, then
-// live frames.
+// live frames. With nothing cached, the camera is asked for a keyframe.
 func (s *Stream) Subscribe(queue int) *Sub {
 	sub := &Sub{ch: make(chan *Frame, queue), stream: s}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sub.primeLocked(s.gop)
 	s.subs[sub] = struct{}{}
+	if len(s.gop) == 0 {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 	return sub
+}
+
+// onAsked counts a keyframe request sent to the camera; an ISAPI failure
+// is logged at WARN once per stream (it is usually a setting to fix), then
+// at DEBUG.
+func (s *Stream) onAsked(via string, err error) {
+	if err == nil {
+		s.asked.Add(1)
+		return
+	}
+	if s.isapiWarned.CompareAndSwap(false, true) {
+		s.log.Warn("the camera did not take the keyframe request; new viewers wait for its next keyframe", "via", via, "err", err)
+		return
+	}
+	s.log.Debug("keyframe request failed", "via", via, "err", err)
 }
 
 // Unsubscribe stops delivery to sub.

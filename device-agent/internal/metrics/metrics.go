@@ -93,9 +93,9 @@ func (m *Metrics) ForStream(camera, stream string) Stream {
 
 // CameraStats is what a camera stream reports on a scrape.
 type CameraStats struct {
-	Frames, Dropped, Outages, LostPackets uint64
-	Viewers                               int
-	Up                                    bool
+	Frames, Dropped, Outages, LostPackets, KeyframesAsked uint64
+	Viewers                                               int
+	Up                                                    bool
 }
 
 // Camera registers a camera stream's figures, read on each scrape; call it
@@ -111,10 +111,11 @@ func (m *Metrics) Camera(camera, stream string, read func() CameraStats) {
 	m.set.NewGauge("peercam_agent_camera_viewers"+l, func() float64 { return float64(read().Viewers) })
 	// Counters the stream keeps itself, read on each scrape.
 	for name, get := range map[string]func(CameraStats) uint64{
-		"peercam_agent_camera_frames_total":       func(s CameraStats) uint64 { return s.Frames },
-		"peercam_agent_frames_dropped_total":      func(s CameraStats) uint64 { return s.Dropped },
-		"peercam_agent_camera_reconnects_total":   func(s CameraStats) uint64 { return s.Outages },
-		"peercam_agent_camera_lost_packets_total": func(s CameraStats) uint64 { return s.LostPackets },
+		"peercam_agent_camera_frames_total":            func(s CameraStats) uint64 { return s.Frames },
+		"peercam_agent_frames_dropped_total":           func(s CameraStats) uint64 { return s.Dropped },
+		"peercam_agent_camera_reconnects_total":        func(s CameraStats) uint64 { return s.Outages },
+		"peercam_agent_camera_lost_packets_total":      func(s CameraStats) uint64 { return s.LostPackets },
+		"peercam_agent_camera_keyframe_requests_total": func(s CameraStats) uint64 { return s.KeyframesAsked },
 	} {
 		m.set.NewGauge(name+l, func() float64 { return float64(get(read())) })
 	}

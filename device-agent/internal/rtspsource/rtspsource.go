@@ -83,7 +83,21 @@ type Config struct {
 	// Transport is "tcp" (default: survives NAT and loss on the LAN), "udp"
 	// or "auto".
 	Transport string
-	Logger    *slog.Logger
+	// KeyframeRequests asks the camera for a keyframe when the stream
+	// starts playing and on each receive from Keyframes: RTCP PLI and FIR
+	// on the RTSP session (RFC 4585, RFC 5104), which some cameras honour,
+	// and ISAPI's requestKeyFrame when ISAPI is set. A camera that ignores
+	// both sends its next keyframe on its own schedule, as before.
+	KeyframeRequests bool
+	Keyframes        <-chan struct{}
+	// ISAPI is the camera's Hikvision requestKeyFrame URL, such as
+	// http://192.168.1.64/ISAPI/Streaming/channels/101/requestKeyFrame; the
+	// RTSP URL's user and password sign it (HTTP Digest).
+	ISAPI string
+	// OnAsked, when set, hears of each keyframe request sent (via "rtcp"
+	// or "isapi") and of an ISAPI failure (err set).
+	OnAsked func(via string, err error)
+	Logger  *slog.Logger
 }
 
 // Run pulls the stream until ctx ends or the connection fails.
@@ -177,6 +191,17 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	onVideo, err := videoPackets(videoFormat, h)
 	if err != nil {
 		return err
+	}
+	if cfg.KeyframeRequests {
+		ask := newAsker(ctx, c, video, cfg, u)
+		// The RTCP request names the camera's SSRC, known from its first
+		// packet; ISAPI needs none and goes with PLAY.
+		inner := onVideo
+		onVideo = func(pkt *rtp.Packet) {
+			ask.seen(pkt.SSRC)
+			inner(pkt)
+		}
+		defer ask.stop()
 	}
 	c.OnPacketRTP(video, videoFormat, onVideo)
 	if audio != nil && h.OnAudio != nil {
