@@ -1,7 +1,7 @@
 // Command rendezvous introduces agents and viewers: accounts, devices,
 // signaling, STUN and WHEP. Media never passes through it.
 //
-//	rendezvous [-data DIR] [-http ADDR] [-stun ADDR] [-public-url URL] [-tls-cert F -tls-key F]
+//	rendezvous [-data DIR | -store postgres://…] [-nats nats://…] [-http ADDR] [-stun ADDR] [-public-url URL] [-tls-cert F -tls-key F]
 //	rendezvous user add NAME [-password P]     (password from stdin otherwise)
 //	rendezvous user passwd NAME [-password P]  (ends all of NAME's sign-in sessions)
 //	rendezvous device list
@@ -13,7 +13,7 @@
 //	rendezvous share create -user NAME -device ID -camera N [-ttl 8h] [-max-viewers 2] [-label plumber]
 //	rendezvous share list -user NAME
 //	rendezvous share revoke -user NAME SHARE_ID
-//	rendezvous migrate
+//	rendezvous migrate [-data DIR | -store postgres://…]
 package main
 
 import (
@@ -54,6 +54,7 @@ func run(args []string) error {
 	cfg := server.DefaultConfig()
 	fs := flag.NewFlagSet("rendezvous", flag.ExitOnError)
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (SQLite database)")
+	fs.StringVar(&cfg.Store, "store", "", storeUsage)
 	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address (HTTPS with -tls-cert/-tls-key)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")
@@ -119,7 +120,7 @@ func admin(args []string) error {
 	switch {
 	case cmd == "user passwd":
 		fs := flag.NewFlagSet("user passwd", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		pw := fs.String("password", "", "new password (default: read a line from stdin)")
 		name, rest := splitName(args[2:])
 		_ = fs.Parse(rest)
@@ -135,7 +136,7 @@ func admin(args []string) error {
 				return fmt.Errorf("user passwd: %w", err)
 			}
 		}
-		n, err := server.SetPassword(ctx, *data, name, *pw)
+		n, err := server.SetPassword(ctx, data(), name, *pw)
 		if err != nil {
 			return err
 		}
@@ -143,13 +144,13 @@ func admin(args []string) error {
 		return nil
 	case cmd == "device remove":
 		fs := flag.NewFlagSet("device remove", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner of the device")
 		_ = fs.Parse(args[2:])
 		if *user == "" || fs.NArg() != 1 {
 			return errors.New("usage: rendezvous device remove -user NAME DEVICE_ID")
 		}
-		n, err := server.RemoveDevice(ctx, *data, *user, fs.Arg(0))
+		n, err := server.RemoveDevice(ctx, data(), *user, fs.Arg(0))
 		if err != nil {
 			return err
 		}
@@ -157,28 +158,28 @@ func admin(args []string) error {
 		return nil
 	case cmd == "token list":
 		fs := flag.NewFlagSet("token list", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner")
 		_ = fs.Parse(args[2:])
-		return server.ListTokens(ctx, *data, *user, os.Stdout)
+		return server.ListTokens(ctx, data(), *user, os.Stdout)
 	case cmd == "token revoke":
 		fs := flag.NewFlagSet("token revoke", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner")
 		_ = fs.Parse(args[2:])
 		if fs.NArg() != 1 {
 			return errors.New("usage: rendezvous token revoke -user NAME TOKEN_ID")
 		}
-		if err := server.RevokeToken(ctx, *data, *user, fs.Arg(0)); err != nil {
+		if err := server.RevokeToken(ctx, data(), *user, fs.Arg(0)); err != nil {
 			return err
 		}
 		fmt.Println("revoked", fs.Arg(0))
 		return nil
 	case args[0] == "migrate":
 		fs := flag.NewFlagSet("migrate", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		_ = fs.Parse(args[1:])
-		n, v, err := server.Migrate(ctx, *data)
+		n, v, err := server.Migrate(ctx, data())
 		if err != nil {
 			return err
 		}
@@ -186,7 +187,7 @@ func admin(args []string) error {
 		return nil
 	case cmd == "user add":
 		fs := flag.NewFlagSet("user add", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		pw := fs.String("password", "", "password (default: read a line from stdin)")
 		name, rest := splitName(args[2:])
 		_ = fs.Parse(rest)
@@ -199,26 +200,26 @@ func admin(args []string) error {
 				return fmt.Errorf("user add: %w", err)
 			}
 		}
-		if err := server.AddUser(ctx, *data, name, *pw); err != nil {
+		if err := server.AddUser(ctx, data(), name, *pw); err != nil {
 			return err
 		}
 		fmt.Println("created owner", name)
 		return nil
 	case cmd == "device list":
 		fs := flag.NewFlagSet("device list", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		_ = fs.Parse(args[2:])
-		return server.ListDevices(ctx, *data, os.Stdout)
+		return server.ListDevices(ctx, data(), os.Stdout)
 	case cmd == "device claim":
 		fs := flag.NewFlagSet("device claim", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner to bind the device to")
 		name := fs.String("name", "", "device name shown in the app")
 		_ = fs.Parse(args[2:])
 		if *user == "" || fs.NArg() != 1 {
 			return errors.New("usage: rendezvous device claim -user NAME [-name LABEL] DEVICE_ID")
 		}
-		if err := server.ClaimDevice(ctx, *data, *user, fs.Arg(0), *name); err != nil {
+		if err := server.ClaimDevice(ctx, data(), *user, fs.Arg(0), *name); err != nil {
 			return err
 		}
 		fmt.Println("claimed", fs.Arg(0), "for", *user)
@@ -228,13 +229,13 @@ func admin(args []string) error {
 			args = args[1:]
 		}
 		fs := flag.NewFlagSet("token", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		dev := fs.String("device", "", "device ID")
 		var cams listFlag
 		fs.Var(&cams, "camera", "camera ID (repeatable)")
 		ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
 		_ = fs.Parse(args[1:])
-		t, err := server.MintToken(ctx, *data, *dev, cams, *ttl)
+		t, err := server.MintToken(ctx, data(), *dev, cams, *ttl)
 		if err != nil {
 			return err
 		}
@@ -244,7 +245,7 @@ func admin(args []string) error {
 		return nil
 	case cmd == "share create":
 		fs := flag.NewFlagSet("share create", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		pub := fs.String("public-url", "http://127.0.0.1:8080", "the server's public URL, for the link")
 		user := fs.String("user", "", "owner of the device")
 		dev := fs.String("device", "", "device ID")
@@ -259,7 +260,7 @@ func admin(args []string) error {
 		if *until != "" {
 			req.TTLSeconds = 0
 		}
-		sh, err := server.CreateShare(ctx, *data, *pub, *user, req)
+		sh, err := server.CreateShare(ctx, data(), *pub, *user, req)
 		if err != nil {
 			return err
 		}
@@ -267,19 +268,19 @@ func admin(args []string) error {
 		return nil
 	case cmd == "share list":
 		fs := flag.NewFlagSet("share list", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner")
 		_ = fs.Parse(args[2:])
-		return server.ListShares(ctx, *data, *user, os.Stdout)
+		return server.ListShares(ctx, data(), *user, os.Stdout)
 	case cmd == "share revoke":
 		fs := flag.NewFlagSet("share revoke", flag.ExitOnError)
-		data := fs.String("data", server.DefaultConfig().DataDir, "data directory")
+		data := storeFlags(fs)
 		user := fs.String("user", "", "owner")
 		_ = fs.Parse(args[2:])
 		if fs.NArg() != 1 {
 			return errors.New("usage: rendezvous share revoke -user NAME SHARE_ID")
 		}
-		if err := server.RevokeShare(ctx, *data, *user, fs.Arg(0)); err != nil {
+		if err := server.RevokeShare(ctx, data(), *user, fs.Arg(0)); err != nil {
 			return err
 		}
 		fmt.Println("revoked", fs.Arg(0))
@@ -287,6 +288,21 @@ func admin(args []string) error {
 	}
 	return fmt.Errorf("unknown command %q; commands: user add, user passwd, device list, device claim, device remove, token [mint], token list, token revoke, share create, share list, share revoke, migrate", cmd)
 }
+
+// storeFlags registers -data and -store on fs; the func it returns names
+// the store to open: the PostgreSQL URL when -store is set, else -data.
+func storeFlags(fs *flag.FlagSet) func() string {
+	data := fs.String("data", server.DefaultConfig().DataDir, "data directory (SQLite database)")
+	pg := fs.String("store", "", storeUsage)
+	return func() string {
+		if *pg != "" {
+			return *pg
+		}
+		return *data
+	}
+}
+
+const storeUsage = "PostgreSQL URL, e.g. postgres://peercam@db.internal/peercam (password in PGPASSWORD or ~/.pgpass), for several nodes sharing one database; empty: SQLite in -data"
 
 func readPassword(prompt string) (string, error) {
 	fmt.Fprintln(os.Stderr, prompt)

@@ -31,6 +31,9 @@ import (
 type Config struct {
 	// DataDir holds the SQLite database. Default "rendezvous-data".
 	DataDir string
+	// Store, when set, is a PostgreSQL URL (postgres://…) used instead of
+	// SQLite: several nodes share it.
+	Store string
 	// HTTPAddr is the HTTP(S) listen address. Default 127.0.0.1:8080.
 	HTTPAddr string
 	// TLSCert and TLSKey switch HTTP to HTTPS when both are set.
@@ -93,8 +96,19 @@ func DefaultConfig() Config {
 	return Config{DataDir: "rendezvous-data", HTTPAddr: "127.0.0.1:8080", STUNAddr: "127.0.0.1:3478"}
 }
 
+// StoreAt names the store: the PostgreSQL URL, or the data directory.
+func (c Config) StoreAt() string {
+	if c.Store != "" {
+		return c.Store
+	}
+	return c.DataDir
+}
+
 // Validate checks the config and names the field at fault.
 func (c Config) Validate() error {
+	if c.Store != "" && !store.IsURL(c.Store) {
+		return fmt.Errorf("rendezvous: store: %q is not a postgres:// URL (leave it empty for SQLite in -data)", store.Redact(c.Store))
+	}
 	if c.DataDir == "" {
 		return errors.New("rendezvous: data: missing directory")
 	}
@@ -174,7 +188,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "rendezvous")}
 	var err error
-	if s.store, err = store.Open(cfg.DataDir); err != nil {
+	if s.store, err = store.Open(cfg.StoreAt()); err != nil {
 		return nil, err
 	}
 	if s.key, err = auth.LoadKey(context.Background(), s.store); err != nil {

@@ -21,7 +21,7 @@ type Login struct {
 
 // AddLogin records a new sign-in session and drops the user's expired ones.
 func (s *Store) AddLogin(ctx context.Context, l Login) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM logins WHERE user_id = ? AND expires < ?`, l.UserID, time.Now().Unix()); err != nil {
 			return err
 		}
@@ -47,7 +47,7 @@ func (s *Store) LoginActive(ctx context.Context, id string, userID int64) (bool,
 
 // EndLogin ends one sign-in session of userID.
 func (s *Store) EndLogin(ctx context.Context, id string, userID int64) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
+	return s.tx(ctx, func(tx *txn) error {
 		if _, err := tx.ExecContext(ctx, `UPDATE logins SET revoked = ? WHERE id = ? AND user_id = ? AND revoked = 0`,
 			time.Now().Unix(), id, userID); err != nil {
 			return err
@@ -59,14 +59,14 @@ func (s *Store) EndLogin(ctx context.Context, id string, userID int64) error {
 // EndLogins ends every sign-in session of userID ("sign out everywhere")
 // and returns how many were live.
 func (s *Store) EndLogins(ctx context.Context, userID int64) (n int, err error) {
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		n, err = revokeLogins(ctx, tx, userID)
 		return err
 	})
 	return n, err
 }
 
-func revokeLogins(ctx context.Context, tx *sql.Tx, userID int64) (int, error) {
+func revokeLogins(ctx context.Context, tx *txn, userID int64) (int, error) {
 	res, err := tx.ExecContext(ctx, `UPDATE logins SET revoked = ? WHERE user_id = ? AND revoked = 0`, time.Now().Unix(), userID)
 	if err != nil {
 		return 0, err

@@ -97,7 +97,7 @@ func (s *Store) RevokeShare(ctx context.Context, id string, ownerID int64) error
 }
 
 func (s *Store) revoke(ctx context.Context, table, id string, ownerID int64) error {
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE `+table+` SET revoked = CASE WHEN revoked = 0 THEN ? ELSE revoked END
 			WHERE id = ? AND owner_id = ?`, time.Now().Unix(), id, ownerID)
 		if err != nil {

@@ -1,7 +1,10 @@
-// Package store keeps the rendezvous's state in one SQLite file (pure-Go
-// modernc.org/sqlite): owners, devices and their public keys, one-time claim
-// codes and setup tokens, and the token-signing key. Secrets that only need
-// comparing (claim codes, setup tokens) are stored as SHA-256 hashes.
+// Package store keeps the rendezvous's state: owners, devices and their
+// public keys, one-time claim codes and setup tokens, shares, sign-ins,
+// the audit log and the token-signing key. By default it is one SQLite
+// file (pure-Go modernc.org/sqlite); given a postgres:// URL it is a
+// PostgreSQL database (pgx) that several rendezvous nodes share. Secrets
+// that only need comparing (claim codes, setup tokens) are stored as
+// SHA-256 hashes.
 package store
 
 import (
@@ -13,11 +16,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the database/sql driver "sqlite"
+	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
+	_ "modernc.org/sqlite"             // the database/sql driver "sqlite"
 
 	"github.com/peercam/peercam/proto"
 )
@@ -35,7 +41,7 @@ var (
 
 // Store is the rendezvous database.
 type Store struct {
-	db *sql.DB
+	db *db
 }
 
 // migrations is the schema, one step per entry; the database's
@@ -141,8 +147,58 @@ INSERT INTO epoch(id, n) VALUES(1, 0);`,
 // SchemaVersion is the number of migrations this build knows.
 var SchemaVersion = len(migrations)
 
-// Open opens (creating if needed) the database in dir.
-func Open(dir string) (*Store, error) {
+// IsURL tells whether where names a PostgreSQL database
+// (postgres://… or postgresql://…) rather than a data directory.
+func IsURL(where string) bool {
+	return strings.HasPrefix(where, "postgres://") || strings.HasPrefix(where, "postgresql://")
+}
+
+// Open opens the store at where: a PostgreSQL URL, or a directory that
+// holds (or will hold) the SQLite file.
+func Open(where string) (*Store, error) {
+	if IsURL(where) {
+		return openPostgres(where)
+	}
+	return openSQLite(where)
+}
+
+// Redact hides the password in a database URL, for logs and errors.
+func Redact(where string) string {
+	u, err := url.Parse(where)
+	if err != nil || u.User == nil {
+		return where
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+func openPostgres(dsn string) (*Store, error) {
+	sdb, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", Redact(dsn), err)
+	}
+	// A node's queries are short; a few connections serve thousands of
+	// devices, and several nodes share the server's max_connections.
+	sdb.SetMaxOpenConns(16)
+	sdb.SetMaxIdleConns(16)
+	sdb.SetConnMaxIdleTime(5 * time.Minute)
+	st := &Store{db: &db{DB: sdb, pg: true}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := sdb.PingContext(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("store: cannot reach PostgreSQL at %s: %w", Redact(dsn), err)
+	}
+	if _, err := st.Migrate(ctx); err != nil {
+		sdb.Close()
+		return nil, fmt.Errorf("store: %s: %w", Redact(dsn), err)
+	}
+	return st, nil
+}
+
+func openSQLite(dir string) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: data dir: %w", err)
 	}
@@ -151,13 +207,13 @@ func Open(dir string) (*Store, error) {
 	// reads and then writes fails at once with SQLITE_BUSY in WAL mode when
 	// another connection (the admin CLI, say) wrote in between, and
 	// busy_timeout cannot help it.
-	db, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
+	sdb, err := sql.Open("sqlite", "file:"+path+"?_txlock=immediate&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)")
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
-	st := &Store{db: db}
+	st := &Store{db: &db{DB: sdb}}
 	if _, err := st.Migrate(context.Background()); err != nil {
-		db.Close()
+		sdb.Close()
 		return nil, fmt.Errorf("store: open %s: %w", path, err)
 	}
 	_ = os.Chmod(path, 0o600)
@@ -166,34 +222,80 @@ func Open(dir string) (*Store, error) {
 
 // Migrate applies the migrations the database has not had yet and returns
 // how many it applied. A database newer than this build is refused, so an
-// old binary cannot write into a schema it does not know.
+// old binary cannot write into a schema it does not know. Both dialects
+// run the same steps: SQLite counts them in PRAGMA user_version,
+// PostgreSQL in a schema_migrations table, under an advisory lock so that
+// nodes starting together migrate once.
 func (s *Store) Migrate(ctx context.Context) (int, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	defer tx.Rollback()
-	var have int
-	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&have); err != nil {
+	have, err := s.schemaVersion(ctx, tx)
+	if err != nil {
 		return 0, fmt.Errorf("migrate: %w", err)
 	}
 	if have > len(migrations) {
 		return 0, fmt.Errorf("migrate: the database is at schema version %d, newer than this build's %d; run a newer rendezvous", have, len(migrations))
 	}
 	for i := have; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		step := migrations[i]
+		if s.db.pg {
+			step = pgSchema(step)
+		}
+		if _, err := tx.ExecContext(ctx, step); err != nil {
 			return 0, fmt.Errorf("migrate: step %d: %w", i+1, err)
 		}
+		if s.db.pg {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version, applied) VALUES(?, ?)`, i+1, time.Now().Unix()); err != nil {
+				return 0, fmt.Errorf("migrate: step %d: %w", i+1, err)
+			}
+		}
 	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+	if !s.db.pg {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+			return 0, fmt.Errorf("migrate: %w", err)
+		}
 	}
 	return len(migrations) - have, tx.Commit()
 }
 
+// schemaVersion is how many migrations the database has had.
+func (s *Store) schemaVersion(ctx context.Context, tx *txn) (int, error) {
+	var have int
+	if !s.db.pg {
+		err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&have)
+		return have, err
+	}
+	// Held to the transaction's end: a second node waits here, then sees
+	// the steps the first applied.
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(7312001)`); err != nil {
+		return 0, err
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied BIGINT NOT NULL)`); err != nil {
+		return 0, err
+	}
+	err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_migrations`).Scan(&have)
+	return have, err
+}
+
+// SchemaVersion reports how many migrations the database has had.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	return s.schemaVersion(ctx, tx)
+}
+
+// Postgres tells whether the store is PostgreSQL.
+func (s *Store) Postgres() bool { return s.db.pg }
+
 // bumpEpoch records, inside tx, that something other processes must notice
 // changed: a claim, a removal, a revocation, a sign-out.
-func bumpEpoch(ctx context.Context, tx *sql.Tx) error {
+func bumpEpoch(ctx context.Context, tx *txn) error {
 	_, err := tx.ExecContext(ctx, `UPDATE epoch SET n = n + 1 WHERE id = 1`)
 	return err
 }
@@ -207,7 +309,7 @@ func (s *Store) Epoch(ctx context.Context) (int64, error) {
 }
 
 // tx runs f in a transaction and commits it.
-func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
+func (s *Store) tx(ctx context.Context, f func(*txn) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -239,16 +341,15 @@ type User struct {
 // owner, so every one left is deleted in the same transaction.
 func (s *Store) AddUser(ctx context.Context, name, pwHash string) (User, error) {
 	var id int64
-	err := s.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `INSERT INTO users(name, pw_hash, created) VALUES(?,?,?) ON CONFLICT(name) DO NOTHING`,
-			name, pwHash, time.Now().Unix())
+	err := s.tx(ctx, func(tx *txn) error {
+		err := tx.QueryRowContext(ctx, `INSERT INTO users(name, pw_hash, created) VALUES(?,?,?) ON CONFLICT(name) DO NOTHING RETURNING id`,
+			name, pwHash, time.Now().Unix()).Scan(&id)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrExists
+		}
 		if err != nil {
 			return err
 		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrExists
-		}
-		id, _ = res.LastInsertId()
 		_, err = tx.ExecContext(ctx, `DELETE FROM setup_tokens`)
 		return err
 	})
@@ -264,7 +365,7 @@ func (s *Store) AddUser(ctx context.Context, name, pwHash string) (User, error) 
 // SetPassword replaces an owner's password hash and ends every sign-in
 // session of theirs: whoever knew the old password is out.
 func (s *Store) SetPassword(ctx context.Context, userID int64, pwHash string) (ended int, err error) {
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET pw_hash = ? WHERE id = ?`, pwHash, userID)
 		if err != nil {
 			return err
@@ -424,7 +525,7 @@ func (s *Store) Devices(ctx context.Context, ownerID int64) ([]Device, error) {
 func (s *Store) ClaimDevice(ctx context.Context, deviceID string, ownerID int64, name string) error {
 	claimID := newClaimID()
 	now := time.Now().Unix()
-	err := s.tx(ctx, func(tx *sql.Tx) error {
+	err := s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE devices SET owner_id = ?, claim_id = ?, claimed_at = ?,
 			name = CASE WHEN ? = '' THEN name ELSE ? END
 			WHERE id = ? AND owner_id IS NULL`, ownerID, claimID, now, name, name, deviceID)
@@ -457,7 +558,7 @@ func (s *Store) ClaimDevice(ctx context.Context, deviceID string, ownerID int64,
 // device keeps its key and ID. It returns how many were revoked.
 func (s *Store) RemoveDevice(ctx context.Context, deviceID string, ownerID int64) (revoked int, err error) {
 	now := time.Now().Unix()
-	err = s.tx(ctx, func(tx *sql.Tx) error {
+	err = s.tx(ctx, func(tx *txn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE devices SET owner_id = NULL, claim_id = '', claimed_at = 0
 			WHERE id = ? AND owner_id = ?`, deviceID, ownerID)
 		if err != nil {
@@ -478,7 +579,7 @@ func (s *Store) RemoveDevice(ctx context.Context, deviceID string, ownerID int64
 }
 
 // revokeIssued revokes every live share and token of a device.
-func revokeIssued(ctx context.Context, tx *sql.Tx, deviceID string, now int64) (int, error) {
+func revokeIssued(ctx context.Context, tx *txn, deviceID string, now int64) (int, error) {
 	n := 0
 	for _, table := range []string{"shares", "tokens"} {
 		res, err := tx.ExecContext(ctx, `UPDATE `+table+` SET revoked = ? WHERE device_id = ? AND revoked = 0`, now, deviceID)

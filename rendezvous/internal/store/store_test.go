@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -71,46 +70,5 @@ func TestMigrateRefusesNewerSchema(t *testing.T) {
 	st.Close()
 	if _, err := Open(dir); err == nil {
 		t.Fatal("opened a database with a newer schema")
-	}
-}
-
-// Claim, remove, claim again: each claim has its own ID, and removal
-// revokes what was issued under the last one.
-func TestClaimRemoveRevokes(t *testing.T) {
-	st, err := Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	ctx := context.Background()
-	u, _ := st.AddUser(ctx, "alice", "x")
-	if _, err := st.RegisterDevice(ctx, "dev", []byte{1}, nil); err != nil {
-		t.Fatal(err)
-	}
-	e0, _ := st.Epoch(ctx)
-	if err := st.ClaimDevice(ctx, "dev", u.ID, ""); err != nil {
-		t.Fatal(err)
-	}
-	first, _ := st.Device(ctx, "dev")
-	_ = st.AddShare(ctx, Share{ID: "s1", OwnerID: u.ID, DeviceID: "dev", Created: time.Now(), Expires: time.Now().Add(time.Hour)})
-	_ = st.AddToken(ctx, Token{ID: "t1", OwnerID: u.ID, DeviceID: "dev", Created: time.Now(), Expires: time.Now().Add(time.Hour)})
-	if err := st.ClaimDevice(ctx, "dev", u.ID, ""); !errors.Is(err, ErrClaimed) {
-		t.Fatalf("claiming a claimed device: %v", err)
-	}
-	n, err := st.RemoveDevice(ctx, "dev", u.ID)
-	if err != nil || n != 2 {
-		t.Fatalf("remove revoked %d (%v), want 2", n, err)
-	}
-	if e1, _ := st.Epoch(ctx); e1 < e0+2 {
-		t.Fatalf("epoch %d → %d: claim and removal must bump it", e0, e1)
-	}
-	revoked, _ := st.RevokedAmong(ctx, []string{"s1", "t1", "unknown"})
-	if len(revoked) != 3 {
-		t.Fatalf("revoked among: %v, want all three", revoked)
-	}
-	_ = st.ClaimDevice(ctx, "dev", u.ID, "")
-	second, _ := st.Device(ctx, "dev")
-	if second.ClaimID == "" || second.ClaimID == first.ClaimID {
-		t.Fatalf("claim IDs %q then %q: each claim needs its own", first.ClaimID, second.ClaimID)
 	}
 }
