@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/peercam/peercam/internal/testutil/pgtest"
+
 	"context"
 	"encoding/json"
 	"fmt"
@@ -42,6 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	code := m.Run()
+	pgtest.StopShared()
 	if builtDir != "" {
 		os.RemoveAll(builtDir)
 	}

@@ -55,6 +55,8 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("rendezvous", flag.ExitOnError)
 	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (SQLite database)")
 	fs.StringVar(&cfg.Store, "store", "", storeUsage)
+	fs.StringVar(&cfg.NATS, "nats", "", "NATS server URL(s), e.g. nats://10.0.0.5:4222: join the other rendezvous nodes using it (needs -store)")
+	fs.StringVar(&cfg.Node, "node", "", "this node's name in the cluster, for logs (default: random)")
 	fs.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP listen address (HTTPS with -tls-cert/-tls-key)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate file (PEM)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key file (PEM)")

@@ -5,6 +5,8 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +16,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
@@ -34,6 +38,12 @@ type Config struct {
 	// Store, when set, is a PostgreSQL URL (postgres://…) used instead of
 	// SQLite: several nodes share it.
 	Store string
+	// NATS, when set, joins this node to a cluster of rendezvous nodes
+	// that route signaling to each other through that NATS server
+	// (nats://host:4222, comma-separated for several); it needs Store.
+	NATS string
+	// Node names this node in the cluster. Default: random.
+	Node string
 	// HTTPAddr is the HTTP(S) listen address. Default 127.0.0.1:8080.
 	HTTPAddr string
 	// TLSCert and TLSKey switch HTTP to HTTPS when both are set.
@@ -106,6 +116,9 @@ func (c Config) StoreAt() string {
 
 // Validate checks the config and names the field at fault.
 func (c Config) Validate() error {
+	if c.NATS != "" && c.Store == "" {
+		return errors.New("rendezvous: nats: several nodes need one shared database; give -store postgres://… too")
+	}
 	if c.Store != "" && !store.IsURL(c.Store) {
 		return fmt.Errorf("rendezvous: store: %q is not a postgres:// URL (leave it empty for SQLite in -data)", store.Redact(c.Store))
 	}
@@ -166,6 +179,8 @@ type Server struct {
 	// metrics, and the listener serving them (nil when off).
 	metrics   *metrics.Metrics
 	metricsLn net.Listener
+	// nc links the node to the cluster (nil on its own).
+	nc *nats.Conn
 }
 
 // New opens the store and the listeners. Run serves.
@@ -236,6 +251,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = hub.New(hub.Config{Store: s.store, Key: s.key, ICEServers: s.iceServers, PublicURL: s.cfg.PublicURL,
 		OfferTimeout: cfg.OfferTimeout, ResumeGrace: cfg.ResumeGrace, Metrics: s.metrics, Logger: cfg.Logger})
+	if cfg.NATS != "" {
+		if err := s.joinCluster(); err != nil {
+			s.closeListeners()
+			s.store.Close()
+			return nil, err
+		}
+	}
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
 		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
 		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst,
@@ -245,6 +267,42 @@ func New(cfg Config) (*Server, error) {
 		s.stun = stun.New(s.stunC, cfg.Logger)
 	}
 	return s, nil
+}
+
+// joinCluster connects to NATS and links the hub to the other nodes.
+func (s *Server) joinCluster() error {
+	if s.cfg.Node == "" {
+		s.cfg.Node = newNodeName()
+	}
+	var err error
+	s.nc, err = nats.Connect(s.cfg.NATS, nats.Name("peercam-rendezvous "+s.cfg.Node), nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond), nats.Timeout(5*time.Second),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			s.log.Warn("cluster: lost NATS; viewers here cannot reach devices on other nodes until it is back", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { s.log.Info("cluster: NATS is back", "server", nc.ConnectedUrl()) }))
+	if err != nil {
+		return fmt.Errorf("rendezvous: nats: cannot reach %s: %w", s.cfg.NATS, err)
+	}
+	if err := s.hub.JoinCluster(s.nc, s.cfg.Node); err != nil {
+		s.nc.Close()
+		return err
+	}
+	return nil
+}
+
+func newNodeName() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Node is this node's name in its cluster, or "" on its own.
+func (s *Server) Node() string {
+	if s.nc == nil {
+		return ""
+	}
+	return s.cfg.Node
 }
 
 func (s *Server) closeListeners() {
@@ -328,7 +386,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		errc <- err
 	}()
-	s.log.Info("rendezvous ready", "url", s.cfg.PublicURL, "stun", s.STUNAddr(), "data", s.cfg.DataDir)
+	s.log.Info("rendezvous ready", "url", s.cfg.PublicURL, "stun", s.STUNAddr(), "store", store.Redact(s.cfg.StoreAt()), "node", s.Node())
 	var err error
 	select {
 	case <-ctx.Done():
@@ -338,6 +396,9 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	_ = s.http.Shutdown(shut)
 	s.hub.Close() // Shutdown leaves the hijacked WebSockets open
+	if s.nc != nil {
+		s.nc.Close()
+	}
 	if s.stunC != nil {
 		s.stunC.Close()
 	}

@@ -373,8 +373,9 @@ function viewLive(deviceId, cameraId, opts = {}) {
       onError: (code, title, hint) => {
         overlay.className = 'overlay err';
         const final = code === 'revoked' || code === 'expired';
-        overlay.replaceChildren(h('h3', {}, title), h('p', {}, hint), final ? null :
-          h('button', { class: 'primary', onclick: () => { overlay.className = 'overlay'; overlay.replaceChildren(h('div', { class: 'spinner' }), 'Connecting to the recorder…'); sessions = []; start(); } }, 'Retry'));
+        // A final refusal has no Retry (replaceChildren would print a null).
+        overlay.replaceChildren(h('h3', {}, title), h('p', {}, hint), ...(final ? [] : [
+          h('button', { class: 'primary', onclick: () => { overlay.className = 'overlay'; overlay.replaceChildren(h('div', { class: 'spinner' }), 'Connecting to the recorder…'); sessions = []; start(); } }, 'Retry')]));
         if (!overlay.isConnected) page.append(overlay);
         status.textContent = title;
       } });

@@ -154,8 +154,14 @@ func Database(tb testing.TB) string {
 // it from TestMain.
 func Main(m interface{ Run() int }) {
 	code := m.Run()
+	StopShared()
+	os.Exit(code)
+}
+
+// StopShared stops the cluster Database started, if it did.
+func StopShared() {
 	if shared != nil {
 		shared.Stop()
+		shared = nil
 	}
-	os.Exit(code)
 }

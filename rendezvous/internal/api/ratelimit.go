@@ -20,6 +20,10 @@ type limiter struct {
 	burst   int
 	// hit, when set, hears of each refusal by allow.
 	hit func()
+	// share, when set, tells the other rendezvous nodes of each attempt
+	// spent (forget false) or budget reset (true), so a limit holds across
+	// a cluster; they apply it with applyShared.
+	share func(key string, forget bool)
 }
 
 type bucket struct {
@@ -68,8 +72,22 @@ func (l *limiter) take(key string) time.Duration {
 	delay := r.DelayFrom(now)
 	if delay > 0 {
 		r.CancelAt(now)
+	} else if l.share != nil {
+		l.share(key, false)
 	}
 	return delay
+}
+
+// applyShared applies another node's spending (or reset) of key.
+func (l *limiter) applyShared(key string, forget bool) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if forget {
+		delete(l.buckets, key)
+		return
+	}
+	l.bucket(key, now).lim.AllowN(now, 1)
 }
 
 // wait tells how long until key has an attempt, without spending one; zero
@@ -103,6 +121,9 @@ func (l *limiter) forget(key string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.buckets, key)
+	if l.share != nil {
+		l.share(key, true)
+	}
 }
 
 func (l *limiter) bucket(key string, now time.Time) *bucket {

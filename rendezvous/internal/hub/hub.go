@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
@@ -162,6 +164,8 @@ type Hub struct {
 	// closing is set by Close: devices leaving then are not offline, the
 	// server is, and their sessions' viewers are not told otherwise.
 	closing bool
+	// cl links this hub to the other rendezvous nodes; nil for one node.
+	cl *cluster
 }
 
 type unusedKey struct {
@@ -178,6 +182,13 @@ type device struct {
 	owner     int64
 	claim     string
 	stopClaim context.CancelFunc
+	// gen names this connection among the cluster's (empty on one node);
+	// since is when it was made, unix ns: of two connections of one device
+	// on different nodes, the later one stays. movedAway is set (Hub.mu)
+	// when that was another node's.
+	gen       string
+	since     int64
+	movedAway bool
 }
 
 // endpoint is the viewer end of a session: a WebSocket viewer or a WHEP
@@ -217,6 +228,10 @@ type session struct {
 	noOffer *time.Timer
 	// path is how media flows, as the agent reported it.
 	path string
+	// pin is the device connection the session talks to (clusters only);
+	// slot is set when a share's viewer slot is held in the store for it.
+	pin  pin
+	slot bool
 }
 
 // New returns a Hub.
@@ -258,8 +273,26 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// Online tells whether a device is connected.
+// JoinCluster links the hub to the other rendezvous nodes through nc; node
+// names this one among them. Call it before serving.
+func (h *Hub) JoinCluster(nc *nats.Conn, node string) error {
+	c, err := newCluster(h, nc, node)
+	if err != nil {
+		return err
+	}
+	h.cl = c
+	return nil
+}
+
+// Online tells whether a device is connected, here or, in a cluster, to
+// any node.
 func (h *Hub) Online(id string) bool {
+	_, ok := h.Cameras(id)
+	return ok
+}
+
+// OnlineHere tells whether a device is connected to this node.
+func (h *Hub) OnlineHere(id string) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.devices[id] != nil
@@ -267,13 +300,53 @@ func (h *Hub) Online(id string) bool {
 
 // Cameras returns a connected device's cameras.
 func (h *Hub) Cameras(id string) ([]proto.Camera, bool) {
+	cams, _, ok := h.find(context.Background(), id)
+	return cams, ok
+}
+
+// find looks a connected device up: here, or in a cluster on its node.
+func (h *Hub) find(ctx context.Context, id string) ([]proto.Camera, pin, bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	d := h.devices[id]
-	if d == nil {
-		return nil, false
+	var cams []proto.Camera
+	var p pin
+	if d != nil {
+		cams, p = d.cameras, h.pinOf(d)
 	}
-	return d.cameras, true
+	h.mu.Unlock()
+	if d != nil || h.cl == nil {
+		return cams, p, d != nil
+	}
+	loc, ok := h.cl.locate(ctx, id)
+	return loc.cameras, loc.pin, ok
+}
+
+func (h *Hub) pinOf(d *device) pin {
+	if h.cl == nil {
+		return pin{}
+	}
+	return pin{node: h.cl.node, gen: d.gen}
+}
+
+// linkFor is how to reach the device of s: its connection here, or (a
+// cluster) the node it is on; neither means it is offline. Hub.mu held.
+func (h *Hub) linkForLocked(s *session) (*device, bool) {
+	d := h.devices[s.deviceID]
+	if d != nil && (h.cl == nil || d.gen == s.pin.gen) {
+		return d, true
+	}
+	return nil, h.cl != nil && s.pin.gen != ""
+}
+
+// sendDevice sends m for s through what linkForLocked found.
+func (h *Hub) sendDevice(s *session, d *device, remote bool, m proto.Message) error {
+	if d != nil {
+		return d.conn.Send(m)
+	}
+	if remote {
+		return h.cl.toDevice(s.deviceID, s.pin, s.id, m)
+	}
+	return ErrDeviceOffline
 }
 
 // SessionCount returns the number of open sessions.
@@ -322,13 +395,23 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 		return
 	}
 	log = log.With("device", d.id)
+	d.since = time.Now().UnixNano()
+	if h.cl != nil {
+		d.gen = h.cl.newGen()
+	}
 	h.mu.Lock()
 	old := h.devices[d.id]
 	h.devices[d.id] = d
+	h.repinLocked(d.id, h.pinOf(d))
 	h.mu.Unlock()
 	if old != nil {
 		// Only the holder of the key gets here: the old link is stale.
 		old.conn.Close(errors.New("replaced by a newer connection"))
+	}
+	if h.cl != nil {
+		if err := h.cl.attach(d); err != nil {
+			log.Warn("cluster: could not take the device's subject; viewers on other nodes cannot reach it", "err", err)
+		}
 	}
 	log.Info("device online", "cameras", len(d.cameras))
 
@@ -359,14 +442,18 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
 	if h.devices[d.id] == d {
 		delete(h.devices, d.id)
 	}
+	newerHere, gone := h.devices[d.id] != nil, !d.movedAway && !h.closing
 	var orphans []*session
 	for id, s := range h.sessions {
-		if s.deviceID == d.id && h.devices[d.id] == nil && !h.closing {
+		if s.deviceID == d.id && !newerHere && gone && (h.cl == nil || s.pin.gen == d.gen) {
 			orphans = append(orphans, s)
 			h.forgetLocked(id)
 		}
 	}
 	h.mu.Unlock()
+	if h.cl != nil {
+		h.cl.detach(d, newerHere, !newerHere && gone)
+	}
 	for _, s := range orphans {
 		s.viewer.deliver(proto.NewError(s.id, proto.CodeDeviceOffline, "the device went offline"))
 	}
@@ -490,8 +577,15 @@ func (h *Hub) Claim(ctx context.Context, owner store.User, code, name string) (s
 // stored record after a claim or a removal, made here or by the admin CLI:
 // sessions opened under another claim end at once (their tokens are void),
 // and the device learns its new owner, or that it has none and must show a
-// claim code again.
+// claim code again. In a cluster every node does so.
 func (h *Hub) Sync(rec store.Device) {
+	h.syncHere(rec)
+	if h.cl != nil {
+		h.cl.broadcast(envelope{Op: "sync", Device: rec.ID})
+	}
+}
+
+func (h *Hub) syncHere(rec store.Device) {
 	ended := h.endWhere(func(s *session) bool { return s.deviceID == rec.ID && s.claim != rec.ClaimID },
 		proto.CodeRevoked, "The owner removed this device or it changed hands; this session's access ended.")
 	h.mu.Lock()
@@ -545,16 +639,7 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 	case *proto.Status:
 		sid = m.Session
 	case *proto.Path:
-		h.mu.Lock()
-		if s := h.sessions[m.Session]; s != nil && s.deviceID == d.id {
-			kind := "direct"
-			if m.Relayed {
-				kind = "relayed"
-			}
-			s.path = fmt.Sprintf("%s (%s ↔ %s)", kind, m.Local, m.Remote)
-		}
-		h.mu.Unlock()
-		return
+		sid = m.Session
 	case *proto.Error:
 		sid = m.Session
 		if sid == "" {
@@ -565,22 +650,93 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 		h.sendErr(d.conn, proto.NewError("", proto.CodeBadMessage, fmt.Sprintf("a device may not send %s now", m.MessageType())))
 		return
 	}
+	if !h.toViewer(d.id, d.gen, sid, m) && h.cl != nil {
+		// Not a session of this node's: its viewer is on another.
+		h.cl.fromDevice(d, sid, m)
+	}
+}
+
+// fromRemoteDevice is a device's message relayed by the node it is on.
+func (h *Hub) fromRemoteDevice(devID, gen, sid string, m proto.Message) {
+	h.toViewer(devID, gen, sid, m)
+}
+
+// toViewer hands a device's message to the viewer of session sid, if the
+// session is here, of that device and (in a cluster) pinned to that
+// connection of it: a device may only speak for its own sessions.
+func (h *Hub) toViewer(devID, gen, sid string, m proto.Message) bool {
 	h.mu.Lock()
 	s := h.sessions[sid]
-	if s != nil && s.deviceID != d.id {
-		s = nil // a device may only speak for its own sessions
+	if s == nil || s.deviceID != devID || (h.cl != nil && s.pin.gen != gen) {
+		h.mu.Unlock()
+		return false
 	}
-	if s != nil {
-		switch m.(type) {
-		case *proto.Bye, *proto.Error:
-			h.forgetLocked(sid)
+	switch m := m.(type) {
+	case *proto.Path:
+		kind := "direct"
+		if m.Relayed {
+			kind = "relayed"
+		}
+		s.path = fmt.Sprintf("%s (%s ↔ %s)", kind, m.Local, m.Remote)
+		h.mu.Unlock()
+		return true
+	case *proto.Bye, *proto.Error:
+		h.forgetLocked(sid)
+	}
+	h.mu.Unlock()
+	s.viewer.deliver(m)
+	return true
+}
+
+// repinLocked points this node's sessions of a device at the connection p,
+// the device's newest.
+func (h *Hub) repinLocked(devID string, p pin) {
+	if h.cl == nil {
+		return
+	}
+	for _, s := range h.sessions {
+		if s.deviceID == devID {
+			s.pin = p
+		}
+	}
+}
+
+// tookOver is another node saying a device connected there: this node's
+// sessions of it talk to that connection now, and a connection of it here
+// that is older is stale and dropped.
+func (h *Hub) tookOver(devID string, p pin, since int64) {
+	h.mu.Lock()
+	d := h.devices[devID]
+	if d != nil && (d.since > since || (d.since == since && d.gen > p.gen)) {
+		h.mu.Unlock()
+		return // this one is newer; the other node drops its own
+	}
+	if d != nil {
+		d.movedAway = true
+		delete(h.devices, devID)
+	}
+	h.repinLocked(devID, p)
+	h.mu.Unlock()
+	if d != nil {
+		d.conn.Close(errors.New("the device connected to another rendezvous node"))
+	}
+}
+
+// deviceGone ends this node's sessions pinned to a device connection that
+// went offline (sid empty: all of them; else that one).
+func (h *Hub) deviceGone(devID, gen, sid string) {
+	h.mu.Lock()
+	var ended []*session
+	for id, s := range h.sessions {
+		if s.deviceID == devID && s.pin.gen == gen && (sid == "" || sid == id) {
+			ended = append(ended, s)
+			h.forgetLocked(id)
 		}
 	}
 	h.mu.Unlock()
-	if s == nil {
-		return // the viewer already left; nothing to tell
+	for _, s := range ended {
+		s.viewer.deliver(proto.NewError(s.id, proto.CodeDeviceOffline, "the device went offline"))
 	}
-	s.viewer.deliver(m)
 }
 
 // Viewer is who is asking to watch: an owner with a sign-in session, or the
@@ -693,7 +849,7 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 	stale := d != nil && d.claim != g.rec.ClaimID
 	h.mu.Unlock()
 	if stale {
-		h.Sync(g.rec)
+		h.syncHere(g.rec)
 	}
 	var tokenID, actor string
 	var expires time.Time
@@ -717,35 +873,56 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 			_ = h.cfg.Store.TouchToken(ctx, tokenID)
 		}
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	d = h.devices[devID]
-	if d == nil {
+	cams, where, online := h.find(ctx, devID)
+	if !online {
 		return nil, fmt.Errorf("device %s: %w", devID, ErrDeviceOffline)
 	}
 	found := false
-	for _, c := range d.cameras {
+	for _, c := range cams {
 		found = found || c.ID == camera
 	}
 	if !found {
 		return nil, fmt.Errorf("camera %s: %w", camera, ErrNotFound)
 	}
-	if maxViewers > 0 && h.countLocked(tokenID) >= maxViewers {
+	id := newID()
+	if adopt != "" {
+		id = adopt
+	}
+	slot := false
+	if maxViewers > 0 && h.cl != nil {
+		// Across nodes the store counts a share's viewers.
+		ok, err := h.cfg.Store.TakeViewerSlot(ctx, tokenID, id, h.cl.node, maxViewers)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, fmt.Errorf("%w (%d)", ErrViewerCap, maxViewers)
+		}
+		slot = true
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	fail := func(err error) (*session, error) {
+		if slot {
+			go h.releaseSlot(id)
+		}
+		return nil, err
+	}
+	if maxViewers > 0 && h.cl == nil && h.countLocked(tokenID) >= maxViewers {
 		return nil, fmt.Errorf("%w (%d)", ErrViewerCap, maxViewers)
 	}
 	if stream == "" {
 		stream = proto.StreamMain
 	}
-	id := newID()
-	if adopt != "" {
-		if h.sessions[adopt] != nil {
-			return nil, fmt.Errorf("session %s: %w", adopt, ErrNotFound)
-		}
-		id = adopt
+	if adopt != "" && h.sessions[adopt] != nil {
+		return fail(fmt.Errorf("session %s: %w", adopt, ErrNotFound))
+	}
+	if d := h.devices[devID]; d != nil {
+		where = h.pinOf(d) // it connected here meanwhile
 	}
 	s := &session{id: id, deviceID: devID, camera: camera, stream: stream, viewer: ep, token: g.token,
 		started: time.Now(), tokenID: tokenID, ownerID: g.rec.OwnerID, actor: actor, claim: g.rec.ClaimID,
-		who: v.who(), loginID: v.LoginID}
+		who: v.who(), loginID: v.LoginID, pin: where, slot: slot}
 	sid := s.id
 	if !expires.IsZero() {
 		s.expiry = time.AfterFunc(time.Until(expires), func() {
@@ -830,6 +1007,9 @@ func (h *Hub) forgetLocked(sid string) {
 	}
 	s.noOffer.Stop()
 	delete(h.sessions, sid)
+	if s.slot {
+		go h.releaseSlot(sid)
+	}
 	if !s.offered {
 		h.unused[unusedKey{owner: s.ownerID, actor: s.actor, device: s.deviceID}]++
 		return
@@ -875,6 +1055,13 @@ func short(id string) string {
 	return id
 }
 
+// releaseSlot frees a share's viewer slot in the store.
+func (h *Hub) releaseSlot(sid string) {
+	if err := h.cfg.Store.ReleaseViewerSlot(context.Background(), sid); err != nil {
+		h.log.Warn("releasing a viewer slot", "session", sid, "err", err)
+	}
+}
+
 func (h *Hub) countLocked(tokenID string) int {
 	n := 0
 	for _, s := range h.sessions {
@@ -898,17 +1085,16 @@ func (h *Hub) end(sid string, code proto.Code, msg string) {
 	h.mu.Lock()
 	s := h.sessions[sid]
 	var d *device
+	var remote bool
 	if s != nil {
 		h.forgetLocked(sid)
-		d = h.devices[s.deviceID]
+		d, remote = h.linkForLocked(s)
 	}
 	h.mu.Unlock()
 	if s == nil {
 		return
 	}
-	if d != nil {
-		_ = d.conn.Send(&proto.Bye{Session: sid, Reason: string(code)})
-	}
+	_ = h.sendDevice(s, d, remote, &proto.Bye{Session: sid, Reason: string(code)})
 	s.viewer.deliver(proto.NewError(sid, code, msg))
 }
 
@@ -922,7 +1108,7 @@ func (h *Hub) WatchStore(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	last, _ := h.cfg.Store.Epoch(ctx)
-	lastFlush, lastExpire := time.Now(), time.Time{}
+	lastFlush, lastExpire, lastRefresh := time.Now(), time.Time{}, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -933,6 +1119,12 @@ func (h *Hub) WatchStore(ctx context.Context, interval time.Duration) {
 		if n, err := h.cfg.Store.Epoch(ctx); err == nil && n != last {
 			last = n
 			h.recheck(ctx)
+		}
+		if h.cl != nil && time.Since(lastRefresh) >= slotRefresh {
+			lastRefresh = time.Now()
+			if err := h.cfg.Store.RefreshViewerSlots(ctx, h.cl.node, 3*slotRefresh); err != nil {
+				h.log.Warn("refreshing viewer slots", "err", err)
+			}
 		}
 		if time.Since(lastFlush) >= time.Minute {
 			lastFlush = time.Now()
@@ -969,19 +1161,24 @@ func (h *Hub) recheck(ctx context.Context) {
 	h.mu.Unlock()
 	if revoked, err := h.cfg.Store.RevokedAmong(ctx, keys(tokens)); err == nil {
 		for _, id := range revoked {
-			h.RevokeToken(id)
+			h.revokeTokenHere(id)
 		}
 	}
 	if ended, err := h.cfg.Store.EndedLogins(ctx, keys(logins)); err == nil {
 		for _, id := range ended {
-			h.EndLogin(id)
+			h.endLoginHere(id)
 		}
 	}
 	recs, _ := h.cfg.Store.Owners(ctx, devs)
 	for _, rec := range recs {
-		h.Sync(rec)
+		h.syncHere(rec)
 	}
 }
+
+// slotRefresh is how often a node renews the viewer slots its sessions
+// hold; a node that stops renewing (it died) loses them after three times
+// that.
+const slotRefresh = 10 * time.Second
 
 func keys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))
@@ -992,15 +1189,46 @@ func keys(m map[string]bool) []string {
 }
 
 // EndLogin ends the live sessions an owner opened with a sign-in session
-// that was signed out.
+// that was signed out, on every node; it returns how many ended here.
 func (h *Hub) EndLogin(loginID string) int {
+	if h.cl != nil {
+		h.cl.broadcast(envelope{Op: "endlogin", ID: loginID})
+	}
+	return h.endLoginHere(loginID)
+}
+
+func (h *Hub) endLoginHere(loginID string) int {
 	return h.endWhere(func(s *session) bool { return s.loginID == loginID },
 		proto.CodeUnauthorized, "You were signed out. Sign in again to watch.")
 }
 
-// RevokeToken ends every live session that uses tokenID, at once.
+// RevokeToken ends every live session that uses tokenID, at once, on every
+// node; it returns how many ended here.
 func (h *Hub) RevokeToken(tokenID string) int {
+	if h.cl != nil {
+		h.cl.broadcast(envelope{Op: "revoke", ID: tokenID})
+	}
+	return h.revokeTokenHere(tokenID)
+}
+
+func (h *Hub) revokeTokenHere(tokenID string) int {
 	return h.endWhere(func(s *session) bool { return s.tokenID == tokenID }, proto.CodeRevoked, "The owner revoked this link.")
+}
+
+// ShareLimit tells the other nodes that this one spent (or, forget, reset)
+// key's budget in the rate limiter name, so that limits hold across the
+// cluster; nothing on one node.
+func (h *Hub) ShareLimit(name, key string, forget bool) {
+	if h.cl != nil {
+		h.cl.broadcast(envelope{Op: "limit", ID: name, Key: key, Forget: forget})
+	}
+}
+
+// OnSharedLimit sets what hears the other nodes' ShareLimit.
+func (h *Hub) OnSharedLimit(f func(name, key string, forget bool)) {
+	if h.cl != nil {
+		h.cl.limits.Store(&f)
+	}
 }
 
 // endWhere ends every live session match accepts and returns how many.
@@ -1024,10 +1252,9 @@ func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
 	h.mu.Lock()
 	s := h.sessions[sid]
 	var d *device
+	var remote bool
 	if s != nil && s.viewer == ep {
-		d = h.devices[s.deviceID]
-	}
-	if s != nil && s.viewer == ep {
+		d, remote = h.linkForLocked(s)
 		switch m.(type) {
 		case *proto.Bye:
 			h.forgetLocked(sid)
@@ -1039,10 +1266,7 @@ func (h *Hub) toDevice(ep endpoint, sid string, m proto.Message) error {
 	if s == nil || s.viewer != ep {
 		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
 	}
-	if d == nil {
-		return ErrDeviceOffline
-	}
-	return d.conn.Send(m)
+	return h.sendDevice(s, d, remote, m)
 }
 
 // close ends a session from the viewer side.

@@ -142,6 +142,18 @@ CREATE TABLE epoch (
 	n  INTEGER NOT NULL
 );
 INSERT INTO epoch(id, n) VALUES(1, 0);`,
+	// 3: several nodes. A capped share's viewers are counted in the store,
+	// one row per session, renewed by the node serving it and void when
+	// that node stops renewing (it died).
+	`
+CREATE TABLE viewer_slots (
+	session_id TEXT PRIMARY KEY,
+	token_id   TEXT NOT NULL,
+	node       TEXT NOT NULL,
+	expires    INTEGER NOT NULL
+);
+CREATE INDEX viewer_slots_token ON viewer_slots(token_id);
+CREATE INDEX viewer_slots_node ON viewer_slots(node);`,
 }
 
 // SchemaVersion is the number of migrations this build knows.

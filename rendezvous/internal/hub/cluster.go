@@ -1,0 +1,317 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/peercam/peercam/proto"
+)
+
+// Several rendezvous nodes share one store (PostgreSQL) and route signaling
+// to each other through NATS. A device's WebSocket lands on any node, which
+// subscribes to the device's subject; a viewer on another node reaches the
+// device through it, and the device's messages come back to the viewer's
+// node. Nothing here carries media.
+//
+// Subjects (prefix peercam.):
+//
+//	dev.<device>  held by the node the device is connected to: "locate"
+//	              requests (is it here, with which cameras) and "msg"
+//	              envelopes for the device
+//	node.<node>   a node's inbox: the device's messages for sessions whose
+//	              viewer is there
+//	all           every node: a device taking over its subject elsewhere
+//	              or going offline, revocations, ended sign-ins, claims and
+//	              removals, and rate-limit spending
+//
+// Each device connection has a generation (node and counter); a session is
+// pinned to the generation it talks to, so two connections of one device
+// (a stale one and its successor) never mix their answers in one session.
+type cluster struct {
+	h    *Hub
+	nc   *nats.Conn
+	node string
+	// next numbers this node's device connections.
+	next atomic.Uint64
+	// limits hears rate-limit spending by other nodes.
+	limits atomic.Pointer[func(name, key string, forget bool)]
+
+	mu sync.Mutex // guards subs and routes
+	// subs are the device subjects this node holds, by device ID.
+	subs map[string]*nats.Subscription
+	// routes are the viewer nodes of sessions of this node's devices whose
+	// viewers are elsewhere, by session ID.
+	routes map[string]route
+}
+
+type route struct {
+	device string
+	node   string
+}
+
+// pin is the device connection a session talks to.
+type pin struct {
+	node string
+	gen  string
+}
+
+// envelope is every cluster message.
+type envelope struct {
+	Op      string          `json:"op"`
+	Node    string          `json:"node,omitempty"`
+	Device  string          `json:"device,omitempty"`
+	Gen     string          `json:"gen,omitempty"`
+	Since   int64           `json:"since,omitempty"`
+	Session string          `json:"session,omitempty"`
+	ID      string          `json:"id,omitempty"`
+	Key     string          `json:"key,omitempty"`
+	Forget  bool            `json:"forget,omitempty"`
+	Cameras []proto.Camera  `json:"cameras,omitempty"`
+	Msg     json.RawMessage `json:"msg,omitempty"`
+}
+
+const (
+	subjAll = "peercam.all"
+	// locateTimeout bounds the wait for a device's node; NATS answers at
+	// once when nobody holds the subject.
+	locateTimeout = 2 * time.Second
+)
+
+func subjDevice(id string) string { return "peercam.dev." + id }
+func subjNode(id string) string   { return "peercam.node." + id }
+
+func newCluster(h *Hub, nc *nats.Conn, node string) (*cluster, error) {
+	c := &cluster{h: h, nc: nc, node: node, subs: map[string]*nats.Subscription{}, routes: map[string]route{}}
+	if _, err := nc.Subscribe(subjNode(node), c.onNode); err != nil {
+		return nil, fmt.Errorf("hub: nats: %w", err)
+	}
+	if _, err := nc.Subscribe(subjAll, c.onAll); err != nil {
+		return nil, fmt.Errorf("hub: nats: %w", err)
+	}
+	if err := nc.Flush(); err != nil {
+		return nil, fmt.Errorf("hub: nats: %w", err)
+	}
+	return c, nil
+}
+
+func (c *cluster) publish(subj string, e envelope) {
+	e.Node = c.node
+	b, err := json.Marshal(e)
+	if err == nil {
+		err = c.nc.Publish(subj, b)
+	}
+	if err != nil {
+		c.h.log.Warn("cluster publish", "subject", subj, "op", e.Op, "err", err)
+	}
+}
+
+func (c *cluster) broadcast(e envelope) { c.publish(subjAll, e) }
+
+// newGen names a device connection of this node.
+func (c *cluster) newGen() string { return c.node + ":" + strconv.FormatUint(c.next.Add(1), 10) }
+
+// attach makes this node the device's: it takes the device's subject, and
+// every node learns it (the node holding an older connection drops it).
+func (c *cluster) attach(d *device) error {
+	sub, err := c.nc.Subscribe(subjDevice(d.id), func(m *nats.Msg) { c.onDevice(d.id, m) })
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if old := c.subs[d.id]; old != nil {
+		_ = old.Unsubscribe()
+	}
+	c.subs[d.id] = sub
+	c.mu.Unlock()
+	c.broadcast(envelope{Op: "takeover", Device: d.id, Gen: d.gen, Since: d.since})
+	return nil
+}
+
+// detach gives the device's subject up when its connection d ended, unless
+// a newer connection on this node holds it (newerHere); offline tells the
+// others that the device is gone (not when it moved to another node or the
+// node stops).
+func (c *cluster) detach(d *device, newerHere, offline bool) {
+	c.mu.Lock()
+	if !newerHere {
+		if sub := c.subs[d.id]; sub != nil {
+			_ = sub.Unsubscribe()
+			delete(c.subs, d.id)
+		}
+	}
+	for sid, r := range c.routes {
+		if r.device == d.id {
+			delete(c.routes, sid)
+		}
+	}
+	c.mu.Unlock()
+	if offline {
+		c.broadcast(envelope{Op: "offline", Device: d.id, Gen: d.gen})
+	}
+}
+
+// located is where a device was found.
+type located struct {
+	pin     pin
+	cameras []proto.Camera
+}
+
+// locate asks the cluster which node holds a device; ok false means none.
+func (c *cluster) locate(ctx context.Context, id string) (located, bool) {
+	b, _ := json.Marshal(envelope{Op: "locate", Node: c.node})
+	ctx, cancel := context.WithTimeout(ctx, locateTimeout)
+	defer cancel()
+	m, err := c.nc.RequestWithContext(ctx, subjDevice(id), b)
+	if err != nil {
+		if !errors.Is(err, nats.ErrNoResponders) {
+			c.h.log.Warn("cluster locate", "device", id, "err", err)
+		}
+		return located{}, false
+	}
+	var e envelope
+	if json.Unmarshal(m.Data, &e) != nil || e.Gen == "" {
+		return located{}, false
+	}
+	return located{pin: pin{node: e.Node, gen: e.Gen}, cameras: e.Cameras}, true
+}
+
+// toDevice sends a viewer's message for session sid to the device's node.
+func (c *cluster) toDevice(devID string, p pin, sid string, m proto.Message) error {
+	b, err := proto.Encode(m)
+	if err != nil {
+		return err
+	}
+	c.publish(subjDevice(devID), envelope{Op: "msg", Device: devID, Gen: p.gen, Session: sid, Msg: b})
+	return nil
+}
+
+// onDevice serves a device subject this node holds.
+func (c *cluster) onDevice(devID string, nm *nats.Msg) {
+	var e envelope
+	if json.Unmarshal(nm.Data, &e) != nil {
+		return
+	}
+	h := c.h
+	h.mu.Lock()
+	d := h.devices[devID]
+	h.mu.Unlock()
+	switch e.Op {
+	case "locate":
+		if d == nil || nm.Reply == "" {
+			return
+		}
+		b, _ := json.Marshal(envelope{Op: "here", Node: c.node, Device: devID, Gen: d.gen, Cameras: d.cameras})
+		_ = nm.Respond(b)
+	case "msg":
+		m, err := proto.Decode(e.Msg)
+		if err != nil {
+			return
+		}
+		if d == nil || d.gen != e.Gen {
+			// The session talks to a connection that is gone: its viewer
+			// hears so and may open again (the device may be back).
+			c.sendViewer(e.Node, envelope{Op: "gone", Device: devID, Gen: e.Gen, Session: e.Session})
+			return
+		}
+		c.mu.Lock()
+		if _, bye := m.(*proto.Bye); bye {
+			delete(c.routes, e.Session)
+		} else {
+			c.routes[e.Session] = route{device: devID, node: e.Node}
+		}
+		c.mu.Unlock()
+		_ = d.conn.Send(m)
+	}
+}
+
+func (c *cluster) sendViewer(node string, e envelope) {
+	if node == "" {
+		c.broadcast(e)
+		return
+	}
+	c.publish(subjNode(node), e)
+}
+
+// fromDevice forwards a device's message for a session this node has no
+// record of to the node of its viewer (every node when the route is not
+// known here: the device moved to this node during the session).
+func (c *cluster) fromDevice(d *device, sid string, m proto.Message) {
+	b, err := proto.Encode(m)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	r, ok := c.routes[sid]
+	if ok && r.device != d.id {
+		ok = false
+	}
+	switch m.(type) {
+	case *proto.Bye, *proto.Error:
+		delete(c.routes, sid)
+	}
+	c.mu.Unlock()
+	e := envelope{Op: "viewer", Device: d.id, Gen: d.gen, Session: sid, Msg: b}
+	if ok {
+		c.sendViewer(r.node, e)
+		return
+	}
+	c.broadcast(e)
+}
+
+// onNode serves this node's inbox.
+func (c *cluster) onNode(nm *nats.Msg) {
+	var e envelope
+	if json.Unmarshal(nm.Data, &e) == nil {
+		c.fromPeer(e)
+	}
+}
+
+// fromPeer handles what another node sent to this one or to all.
+func (c *cluster) fromPeer(e envelope) {
+	h := c.h
+	switch e.Op {
+	case "viewer":
+		if m, err := proto.Decode(e.Msg); err == nil {
+			h.fromRemoteDevice(e.Device, e.Gen, e.Session, m)
+		}
+	case "gone":
+		h.deviceGone(e.Device, e.Gen, e.Session)
+	}
+}
+
+// onAll serves the broadcasts.
+func (c *cluster) onAll(nm *nats.Msg) {
+	var e envelope
+	if json.Unmarshal(nm.Data, &e) != nil || e.Node == c.node {
+		return
+	}
+	h := c.h
+	switch e.Op {
+	case "viewer", "gone":
+		c.fromPeer(e)
+	case "takeover":
+		h.tookOver(e.Device, pin{node: e.Node, gen: e.Gen}, e.Since)
+	case "offline":
+		h.deviceGone(e.Device, e.Gen, "")
+	case "revoke":
+		h.revokeTokenHere(e.ID)
+	case "endlogin":
+		h.endLoginHere(e.ID)
+	case "sync":
+		if rec, err := h.cfg.Store.Device(context.Background(), e.Device); err == nil {
+			h.syncHere(rec)
+		}
+	case "limit":
+		if f := c.limits.Load(); f != nil {
+			(*f)(e.ID, e.Key, e.Forget)
+		}
+	}
+}
