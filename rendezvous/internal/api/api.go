@@ -140,15 +140,17 @@ func New(cfg Config) *API {
 	a.limiter.hit = func() { a.cfg.Metrics.RateLimited.WithLabelValues("http").Inc() }
 	// In a cluster every node hears what the others spent, so an attacker
 	// who spreads attempts over the nodes gets no more than on one.
-	shared := map[string]*limiter{"addr": a.limiter, "account": a.accountFail, "pair": a.pairFail, "opens": a.opens}
-	for name, l := range shared {
-		l.share = func(key string, forget bool) { cfg.Hub.ShareLimit(name, key, forget) }
-	}
-	cfg.Hub.OnSharedLimit(func(name, key string, forget bool) {
-		if l := shared[name]; l != nil {
-			l.applyShared(key, forget)
+	if cfg.Hub != nil {
+		shared := map[string]*limiter{"addr": a.limiter, "account": a.accountFail, "pair": a.pairFail, "opens": a.opens}
+		for name, l := range shared {
+			l.share = func(key string, forget bool) { cfg.Hub.ShareLimit(name, key, forget) }
 		}
-	})
+		cfg.Hub.OnSharedLimit(func(name, key string, forget bool) {
+			if l := shared[name]; l != nil {
+				l.applyShared(key, forget)
+			}
+		})
+	}
 	// The default CheckOrigin refuses a browser Origin other than this host,
 	// so another site cannot open a viewer socket with the owner's cookie.
 	a.upgrader = websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
