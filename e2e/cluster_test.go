@@ -196,6 +196,46 @@ func TestCluster(t *testing.T) {
 		}
 	}
 
+	// An attacker who spreads guesses over the nodes gets no more than
+	// against one: what one node spends, every node counts.
+	t.Run("attack/sign-in-guesses-spread-over-nodes", func(t *testing.T) {
+		refusedAt := 0
+		for i := 1; i <= 8 && refusedAt == 0; i++ {
+			n := []*clusterNode{B, C}[i%2]
+			st, _ := (&binSystem{base: n.base}).loginFrom(t, ownerName, "guess", "127.0.0.77")
+			if st == http.StatusTooManyRequests {
+				refusedAt = i
+			} else if st != http.StatusUnauthorized {
+				t.Fatalf("guess %d on %s: %d", i, n.name, st)
+			}
+		}
+		// Five per account and address, on one node; alone, each node
+		// would have seen four of eight.
+		if refusedAt == 0 || refusedAt > 6 {
+			t.Fatalf("8 wrong passwords alternating between two nodes: refused at %d, want by the 6th", refusedAt)
+		}
+		if st, _ := (&binSystem{base: C.base}).loginFrom(t, ownerName, ownerPass, ""); st != http.StatusOK {
+			t.Fatalf("the owner from another address after the attack: %d", st)
+		}
+	})
+	t.Run("attack/claim-code-guesses-spread-over-nodes", func(t *testing.T) {
+		refusedAt := 0
+		for i := 1; i <= 14 && refusedAt == 0; i++ {
+			o := []*ownerAPI{ownerB, ownerC}[i%2]
+			switch st := o.call("POST", "/api/devices/claim", map[string]string{"code": fmt.Sprintf("ZZZZ-%04d", i)}, nil); st {
+			case http.StatusTooManyRequests:
+				refusedAt = i
+			case http.StatusBadRequest, http.StatusNotFound, http.StatusForbidden:
+			default:
+				t.Fatalf("guess %d: %d", i, st)
+			}
+		}
+		// Ten in a burst on one node; alone, each would have seen seven.
+		if refusedAt == 0 || refusedAt > 11 {
+			t.Fatalf("14 wrong claim codes alternating between two nodes: refused at %d, want by the 11th", refusedAt)
+		}
+	})
+
 	// A Go WHEP client on B, with an owner token minted on C.
 	tok := mintTokenAt(t, c, agent)
 	whep := openWHEPViewer(t, B.base+"/whep/"+agent+"/1", tok)
