@@ -85,13 +85,6 @@ func statsOf(t testing.TB, pid int, metrics string) procStats {
 	return st
 }
 
-func envDuration(name string, d time.Duration) time.Duration {
-	if v, err := time.ParseDuration(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return d
-}
-
 func TestSoak(t *testing.T) {
 	total, every := envDuration("PEERCAM_SOAK", 10*time.Minute), envDuration("PEERCAM_SOAK_EVERY", time.Minute)
 	control := fmt.Sprintf("127.0.0.1:%d", freePort(t))

@@ -71,6 +71,7 @@ func run(args []string) error {
 	var proxies listFlag
 	fs.Var(&proxies, "trusted-proxy", "CIDR of a reverse proxy whose X-Forwarded-For names the client (repeatable)")
 	fs.IntVar(&cfg.OpenBurst, "open-burst", 20, "viewer sessions one address (or one token) may open in a burst before it is held to one a second")
+	fs.IntVar(&cfg.MaxHandshakes, "max-handshakes", api.DefaultMaxHandshakes, "device handshakes in progress at once; more are told to retry in 1-3 s (a reconnect storm after a restart)")
 	fs.IntVar(&cfg.MaxConnsPerAddr, "max-conns-per-address", 32, "concurrent WebSocket connections per client address (per /64 for IPv6), viewers and devices each")
 	fs.Float64Var(&cfg.ViewerMsgs.Rate, "viewer-msg-rate", api.DefaultViewerMsgs.Rate, "signaling messages a second one viewer socket may send after its burst; more are dropped with a rate_limited error")
 	fs.IntVar(&cfg.ViewerMsgs.Burst, "viewer-msg-burst", api.DefaultViewerMsgs.Burst, "signaling messages one viewer socket may send at once")

@@ -48,21 +48,28 @@ type Limits struct {
 type Conn struct {
 	ws *websocket.Conn
 	// lim is nil without a rate limit; only Read uses it.
-	lim  *rate.Limiter
-	out  chan []byte
-	done chan struct{}
-	once sync.Once
+	lim *rate.Limiter
+	// queue holds encoded messages for the writer. The writer is a
+	// goroutine started when the queue fills and gone when it is empty,
+	// and pings come from a timer: an idle conn (thousands of agents on a
+	// rendezvous) costs no goroutine but its reader, and no queue.
+	mu      sync.Mutex // guards queue, writing and closed
+	queue   [][]byte
+	writing bool
+	closed  bool
+	ping    *time.Timer
+	done    chan struct{}
+	once    sync.Once
 	// err is why the conn closed; written once inside once.Do.
 	err error
 }
 
-// New wraps ws and starts its writer, with the protocol's size limit and
-// no rate limit.
+// New wraps ws, with the protocol's size limit and no rate limit.
 func New(ws *websocket.Conn) *Conn { return NewLimited(ws, Limits{}) }
 
 // NewLimited is New with the peer held to l.
 func NewLimited(ws *websocket.Conn, l Limits) *Conn {
-	c := &Conn{ws: ws, out: make(chan []byte, QueueSize), done: make(chan struct{})}
+	c := &Conn{ws: ws, done: make(chan struct{})}
 	if l.MaxMessage <= 0 || l.MaxMessage > proto.MaxMessageSize {
 		l.MaxMessage = proto.MaxMessageSize
 	}
@@ -74,28 +81,54 @@ func NewLimited(ws *websocket.Conn, l Limits) *Conn {
 	ws.SetPongHandler(func(string) error {
 		return ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
 	})
-	go c.writer()
+	c.ping = time.AfterFunc(PingInterval, c.sendPing)
 	return c
 }
 
-func (c *Conn) writer() {
-	ping := time.NewTicker(PingInterval)
-	defer ping.Stop()
+// sendPing keeps the link alive; gorilla lets a control frame go beside a
+// writer's messages.
+func (c *Conn) sendPing() {
+	select {
+	case <-c.done:
+		return
+	default:
+	}
+	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
+		c.Close(err)
+		return
+	}
+	c.ping.Reset(PingInterval)
+}
+
+// write runs while there is something to write, then ends; once the conn
+// is closed it writes what is left, briefly (a final error on its way to
+// the peer), and closes the socket.
+func (c *Conn) write() {
 	for {
-		select {
-		case <-c.done:
-			c.drain()
-			_ = c.ws.Close()
+		c.mu.Lock()
+		q, closed := c.queue, c.closed
+		c.queue = nil
+		if len(q) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			if closed {
+				_ = c.ws.Close()
+			}
 			return
-		case b := <-c.out:
-			_ = c.ws.SetWriteDeadline(time.Now().Add(writeWait))
+		}
+		c.mu.Unlock()
+		wait := writeWait
+		if closed {
+			wait = time.Second
+		}
+		for _, b := range q {
+			_ = c.ws.SetWriteDeadline(time.Now().Add(wait))
 			if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
 				c.Close(err)
-				return
-			}
-		case <-ping.C:
-			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
-				c.Close(err)
+				c.mu.Lock()
+				c.queue, c.writing = nil, false
+				c.mu.Unlock()
+				_ = c.ws.Close()
 				return
 			}
 		}
@@ -109,18 +142,24 @@ func (c *Conn) Send(m proto.Message) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case <-c.done:
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return errors.New("wsconn: closed")
-	default:
 	}
-	select {
-	case c.out <- b:
-		return nil
-	default:
+	if len(c.queue) >= QueueSize {
+		c.mu.Unlock()
 		c.Close(ErrQueueFull)
 		return ErrQueueFull
 	}
+	c.queue = append(c.queue, b)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.write()
+	}
+	return nil
 }
 
 // SendError sends an error message.
@@ -157,22 +196,6 @@ func (c *Conn) Read() (proto.Message, error) {
 	return m, nil
 }
 
-// drain writes what is still queued, briefly, so a final error reaches the
-// peer before the socket closes.
-func (c *Conn) drain() {
-	_ = c.ws.SetWriteDeadline(time.Now().Add(time.Second))
-	for {
-		select {
-		case b := <-c.out:
-			if c.ws.WriteMessage(websocket.TextMessage, b) != nil {
-				return
-			}
-		default:
-			return
-		}
-	}
-}
-
 // ClosedOnPurpose tells whether Read's error is the peer's close frame
 // (normal, going away, or no status, as a browser's ws.close() sends), as
 // opposed to a dropped connection or a timeout.
@@ -186,11 +209,21 @@ type DecodeError struct{ Err error }
 func (e *DecodeError) Error() string { return e.Err.Error() }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// Close ends the conn, recording why.
+// Close ends the conn, recording why: what is queued is still written,
+// briefly, then the socket closes.
 func (c *Conn) Close(why error) {
 	c.once.Do(func() {
 		c.err = why
-		close(c.done) // the writer drains the queue and closes the socket
+		close(c.done)
+		c.ping.Stop()
+		c.mu.Lock()
+		c.closed = true
+		start := !c.writing
+		c.writing = true
+		c.mu.Unlock()
+		if start {
+			go c.write()
+		}
 	})
 }
 

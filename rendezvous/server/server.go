@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"net/url"
 	"strings"
@@ -76,6 +77,9 @@ type Config struct {
 	// OpenBurst is how many sessions one address or token may open in a
 	// burst before it is held to one a second. Default 20.
 	OpenBurst int
+	// MaxHandshakes bounds device handshakes in progress (a reconnect
+	// storm); more are told to retry in 1-3 s. Default 256.
+	MaxHandshakes int
 	// ViewerMsgs and DeviceMsgs bound what one viewer or device socket may
 	// send: largest message and messages per second after a burst. Zero
 	// fields: 64 KiB, viewers 50/s after 400, devices 500/s after 2000.
@@ -260,7 +264,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	a := api.New(api.Config{Store: s.store, Hub: s.hub, Key: s.key, Static: viewerweb.Handler(),
 		PublicURL: s.cfg.PublicURL, SecureCookies: cfg.TLSCert != "", TrustedProxies: cfg.TrustedProxies,
-		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst,
+		MaxConnsPerAddr: cfg.MaxConnsPerAddr, OpenBurst: cfg.OpenBurst, MaxHandshakes: cfg.MaxHandshakes,
 		ViewerMsgs: cfg.ViewerMsgs, DeviceMsgs: cfg.DeviceMsgs, Metrics: s.metrics, Logger: cfg.Logger})
 	s.http = &http.Server{Handler: a, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)}
 	if s.stunC != nil {
@@ -371,6 +375,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.metrics.Handler())
+		// Profiles, beside the metrics: the same private address.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = msrv.Serve(s.metricsLn) }()
 		defer msrv.Close()

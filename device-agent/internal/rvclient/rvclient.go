@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -124,6 +125,11 @@ func (c *Client) Run(ctx context.Context) error {
 			down, attempt = time.Now(), 0 // it had been up: a new outage
 		}
 		wait := retry.Delay(attempt, time.Since(down))
+		var busy *busyError
+		if errors.As(err, &busy) {
+			// The server said when; the jitter above keeps agents apart.
+			wait = max(wait, busy.after+wait/2)
+		}
 		attempt++
 		c.log.Warn("rendezvous link down; redialling", "err", err, "in", wait.Round(time.Millisecond))
 		select {
@@ -132,6 +138,17 @@ func (c *Client) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// busyError is a server refusing the link for now with Retry-After (its
+// admission control during a reconnect storm).
+type busyError struct {
+	status string
+	after  time.Duration
+}
+
+func (e *busyError) Error() string {
+	return fmt.Sprintf("the rendezvous is busy (HTTP %s), retry after %s", e.status, e.after)
 }
 
 // retry is the redial schedule: at most 2 s for the first two minutes of an
@@ -160,6 +177,9 @@ func (c *Client) once(ctx context.Context) error {
 	ws, resp, err := dialer.DialContext(dctx, wsURL, http.Header{"User-Agent": {"peercam-agent/" + c.cfg.Version}})
 	if err != nil {
 		if resp != nil {
+			if s, e := strconv.Atoi(resp.Header.Get("Retry-After")); e == nil && s > 0 && s <= 300 {
+				return &busyError{status: resp.Status, after: time.Duration(s) * time.Second}
+			}
 			return fmt.Errorf("dial %s: HTTP %s", wsURL, resp.Status)
 		}
 		return fmt.Errorf("dial %s: %w", wsURL, err)

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -48,6 +50,7 @@ const (
 	DefaultMaxHashes       = 2
 	DefaultHashWait        = 3 * time.Second
 	DefaultOpenBurst       = 20
+	DefaultMaxHandshakes   = 256
 )
 
 // Default signaling limits per socket. A page opening a 16-camera grid
@@ -83,6 +86,9 @@ type Config struct {
 	// OpenBurst is how many sessions one address (or one token) may open
 	// in a burst; past it, one a second. Default DefaultOpenBurst.
 	OpenBurst int
+	// MaxHandshakes bounds device handshakes in progress; more get 503 with
+	// Retry-After. Default DefaultMaxHandshakes.
+	MaxHandshakes int
 	// ViewerMsgs and DeviceMsgs bound what one viewer or device socket may
 	// send (message size and rate). Zero fields take DefaultViewerMsgs' and
 	// DefaultDeviceMsgs'.
@@ -104,11 +110,14 @@ type API struct {
 	pairFail    *limiter // failed sign-ins per (account, address)
 	opens       *limiter // session opens per address and per token
 	hashes      chan struct{}
+	handshakes  chan struct{}
 	viewerConns connCounter
 	deviceConns connCounter
 	upgrader    websocket.Upgrader
-	mux         *http.ServeMux
-	routes      []string
+	// deviceUpgrader is the agents' (smaller buffers).
+	deviceUpgrader websocket.Upgrader
+	mux            *http.ServeMux
+	routes         []string
 }
 
 // New builds the handler tree.
@@ -121,6 +130,9 @@ func New(cfg Config) *API {
 	}
 	if cfg.HashWait <= 0 {
 		cfg.HashWait = DefaultHashWait
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
 	if cfg.OpenBurst <= 0 {
 		cfg.OpenBurst = DefaultOpenBurst
@@ -136,6 +148,7 @@ func New(cfg Config) *API {
 		pairFail:    newLimiter(30*time.Second, 5),
 		opens:       newLimiter(time.Second, cfg.OpenBurst),
 		hashes:      make(chan struct{}, cfg.MaxHashes),
+		handshakes:  make(chan struct{}, cfg.MaxHandshakes),
 		mux:         http.NewServeMux()}
 	a.limiter.hit = func() { a.cfg.Metrics.RateLimited.WithLabelValues("http").Inc() }
 	// In a cluster every node hears what the others spent, so an attacker
@@ -153,7 +166,15 @@ func New(cfg Config) *API {
 	}
 	// The default CheckOrigin refuses a browser Origin other than this host,
 	// so another site cannot open a viewer socket with the owner's cookie.
-	a.upgrader = websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096}
+	// Buffer sizes zero: the sockets keep the buffers the HTTP server
+	// already made (4 KiB each way) instead of a second pair, and write
+	// buffers come from a pool only while writing, so an idle agent's link
+	// holds no write buffer.
+	a.upgrader = websocket.Upgrader{WriteBufferPool: &sync.Pool{}}
+	// An agent's link is idle nearly always, and a fleet has tens of
+	// thousands: 1 KiB of read buffer (frames larger than it are read in
+	// pieces) instead of the 4 KiB the HTTP server made.
+	a.deviceUpgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferPool: &sync.Pool{}}
 	handle := func(pattern string, h http.HandlerFunc) {
 		a.routes = append(a.routes, pattern)
 		a.mux.HandleFunc(pattern, h)
@@ -592,35 +613,64 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 		a.tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d device connections open, the limit.", a.cfg.MaxConnsPerAddr))
 		return
 	}
-	defer a.deviceConns.release(ip)
-	ws, err := a.upgrader.Upgrade(w, r, nil)
+	// Admission control: a reconnect storm (every agent of a node that
+	// restarted) is taken a bounded number of handshakes at a time; the
+	// rest are told to come back in a jittered second or three, which the
+	// agent's backoff honours.
+	select {
+	case a.handshakes <- struct{}{}:
+	default:
+		a.deviceConns.release(ip)
+		a.cfg.Metrics.RateLimited.WithLabelValues("handshake").Inc()
+		w.Header().Set("Retry-After", strconv.Itoa(1+rand.IntN(3)))
+		writeErr(w, http.StatusServiceUnavailable, "busy", "The server is taking many devices at once; try again in a moment.")
+		return
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { <-a.handshakes }) }
+	ws, err := a.deviceUpgrader.Upgrade(w, r, nil)
 	if err != nil {
+		release()
+		a.deviceConns.release(ip)
 		return // the upgrader has answered
 	}
-	a.cfg.Hub.ServeDevice(context.WithoutCancel(r.Context()), wsconn.NewLimited(ws, a.cfg.DeviceMsgs), r.RemoteAddr)
+	// The link lives on its own goroutine, not the HTTP handler's: the
+	// handler's request, response and their buffers go now, which is most
+	// of what an idle agent would otherwise hold on a busy server.
+	remote := r.RemoteAddr
+	go func() {
+		defer a.deviceConns.release(ip)
+		defer release()
+		a.cfg.Hub.ServeDevice(context.Background(), wsconn.NewLimited(ws, a.cfg.DeviceMsgs), remote, release)
+	}()
 }
 
+// viewerSocket is a browser's signaling link.
 func (a *API) viewerSocket(w http.ResponseWriter, r *http.Request) {
 	ip := addrKey(a.clientIP(r))
 	if !a.viewerConns.acquire(ip, a.cfg.MaxConnsPerAddr) {
 		a.tooMany(w, 10*time.Second, fmt.Sprintf("Your address already has %d viewer connections open, the limit. Close some tabs.", a.cfg.MaxConnsPerAddr))
 		return
 	}
-	defer a.viewerConns.release(ip)
 	var v hub.Viewer
 	if si, err := a.ownerFrom(r); err == nil {
 		v.Owner, v.LoginID = &si.user, si.loginID
 	}
 	ws, err := a.upgrader.Upgrade(w, r, nil)
 	if err != nil {
+		a.viewerConns.release(ip)
 		return
 	}
-	a.cfg.Hub.ServeViewer(context.WithoutCancel(r.Context()), wsconn.NewLimited(ws, a.cfg.ViewerMsgs), hub.ViewerConn{
-		Viewer:    v,
-		Parse:     func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) },
-		AllowOpen: func(tokenID string) error { return a.allowOpen(ip, tokenID) },
-		Remote:    r.RemoteAddr,
-	})
+	remote := r.RemoteAddr
+	go func() {
+		defer a.viewerConns.release(ip)
+		a.cfg.Hub.ServeViewer(context.Background(), wsconn.NewLimited(ws, a.cfg.ViewerMsgs), hub.ViewerConn{
+			Viewer:    v,
+			Parse:     func(tok string) (*viewertoken.Claims, error) { return a.checkToken(ip, tok) },
+			AllowOpen: func(tokenID string) error { return a.allowOpen(ip, tokenID) },
+			Remote:    remote,
+		})
+	}()
 }
 
 // withDefaults fills l's zero fields from d.
@@ -689,6 +739,7 @@ type auditJSON struct {
 // ?category=security|sessions (default both), ?limit=1..500 (default 100),
 // ?before=<next of the previous page>.
 func (a *API) auditLog(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	a.cfg.Hub.AuditWritten()
 	q := r.URL.Query()
 	cat := q.Get("category")
 	if cat != "" && cat != store.CategorySecurity && cat != store.CategorySessions {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,6 +45,11 @@ type cluster struct {
 	next atomic.Uint64
 	// limits hears rate-limit spending by other nodes.
 	limits atomic.Pointer[func(name, key string, forget bool)]
+
+	// inbox carries the device subjects' messages to shards workers, a
+	// device's always to the same one (its messages stay in order); a
+	// callback subscription would cost a goroutine per device.
+	inbox []chan *nats.Msg
 
 	mu sync.Mutex // guards subs and routes
 	// subs are the device subjects this node holds, by device ID.
@@ -88,8 +95,20 @@ const (
 func subjDevice(id string) string { return "peercam.dev." + id }
 func subjNode(id string) string   { return "peercam.node." + id }
 
+// shards is how many goroutines serve the device subjects.
+const shards = 4
+
 func newCluster(h *Hub, nc *nats.Conn, node string) (*cluster, error) {
 	c := &cluster{h: h, nc: nc, node: node, subs: map[string]*nats.Subscription{}, routes: map[string]route{}}
+	for range shards {
+		ch := make(chan *nats.Msg, 4096)
+		c.inbox = append(c.inbox, ch)
+		go func() {
+			for m := range ch {
+				c.onDevice(strings.TrimPrefix(m.Subject, "peercam.dev."), m)
+			}
+		}()
+	}
 	if _, err := nc.Subscribe(subjNode(node), c.onNode); err != nil {
 		return nil, fmt.Errorf("hub: nats: %w", err)
 	}
@@ -121,7 +140,9 @@ func (c *cluster) newGen() string { return c.node + ":" + strconv.FormatUint(c.n
 // attach makes this node the device's: it takes the device's subject, and
 // every node learns it (the node holding an older connection drops it).
 func (c *cluster) attach(d *device) error {
-	sub, err := c.nc.Subscribe(subjDevice(d.id), func(m *nats.Msg) { c.onDevice(d.id, m) })
+	h := fnv.New32a()
+	h.Write([]byte(d.id))
+	sub, err := c.nc.ChanSubscribe(subjDevice(d.id), c.inbox[h.Sum32()%shards])
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -166,6 +167,12 @@ type Hub struct {
 	closing bool
 	// cl links this hub to the other rendezvous nodes; nil for one node.
 	cl *cluster
+	// auditQ carries session lines to the writer that stores them in
+	// batches; auditPending counts those not yet written.
+	auditQ       chan store.AuditEvent
+	auditPending atomic.Int64
+	// auth caches authorize's reads for owners (authcache.go).
+	auth authCache
 }
 
 type unusedKey struct {
@@ -263,8 +270,47 @@ func New(cfg Config) *Hub {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New(metrics.Live{})
 	}
-	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
-		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}, conns: map[*wsconn.Conn]struct{}{}}
+	h := &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"),
+		devices: map[string]*device{}, sessions: map[string]*session{}, unused: map[unusedKey]int{}, conns: map[*wsconn.Conn]struct{}{},
+		auditQ: make(chan store.AuditEvent, 8192)}
+	go h.auditWriter()
+	return h
+}
+
+// auditLater queues a session line for the batch writer: two lines per
+// viewing session, at thousands of sessions a second, are one INSERT per
+// batch rather than one each.
+func (h *Hub) auditLater(e store.AuditEvent) {
+	if e.OwnerID == 0 {
+		return
+	}
+	h.auditPending.Add(1)
+	select {
+	case h.auditQ <- e:
+	default: // the store is behind: this one on its own
+		go func() { defer h.auditPending.Add(-1); h.audit(e) }()
+	}
+}
+
+// auditWriter writes what is queued, as one batch, as soon as the last
+// batch is written: no timer, so an idle server's lines go at once.
+func (h *Hub) auditWriter() {
+	for e := range h.auditQ {
+		batch := []store.AuditEvent{e}
+	gather:
+		for len(batch) < 500 {
+			select {
+			case e := <-h.auditQ:
+				batch = append(batch, e)
+			default:
+				break gather
+			}
+		}
+		if err := h.cfg.Store.AddAudits(context.Background(), batch); err != nil {
+			h.log.Warn("audit log", "err", err, "lines", len(batch))
+		}
+		h.auditPending.Add(-int64(len(batch)))
+	}
 }
 
 func newID() string {
@@ -384,11 +430,15 @@ func (h *Hub) Close() {
 }
 
 // ServeDevice runs one device connection: handshake, then routing, until the
-// connection ends.
-func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string) {
+// connection ends. handshook, when set, is called once the handshake is
+// over, whatever its outcome (admission control counts handshakes).
+func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) {
 	defer h.track(c)()
 	log := h.log.With("remote", remote)
 	d, err := h.handshake(ctx, c)
+	if handshook != nil {
+		handshook()
+	}
 	if err != nil {
 		log.Info("device refused", "err", err)
 		c.Close(err)
@@ -586,6 +636,7 @@ func (h *Hub) Sync(rec store.Device) {
 }
 
 func (h *Hub) syncHere(rec store.Device) {
+	h.forgetDevice(rec.ID)
 	ended := h.endWhere(func(s *session) bool { return s.deviceID == rec.ID && s.claim != rec.ClaimID },
 		proto.CodeRevoked, "The owner removed this device or it changed hands; this session's access ended.")
 	h.mu.Lock()
@@ -781,7 +832,15 @@ func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (gr
 			return grant{}, fmt.Errorf("%w: %w", ErrForbidden, err)
 		}
 	}
-	rec, err := h.cfg.Store.Device(ctx, devID)
+	// A guest's token is checked against the store itself each time; an
+	// owner's open may use a record a moment old (authcache.go).
+	var rec store.Device
+	var err error
+	if v.Token != nil {
+		rec, err = h.cfg.Store.Device(ctx, devID)
+	} else {
+		rec, err = h.deviceRecord(ctx, devID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return grant{}, fmt.Errorf("device %s: %w", devID, ErrNotFound)
 	}
@@ -809,7 +868,7 @@ func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (gr
 		return grant{rec: rec, token: v.RawToken, issued: is}, nil
 	case v.Owner != nil:
 		if v.LoginID != "" {
-			if ok, err := h.cfg.Store.LoginActive(ctx, v.LoginID, v.Owner.ID); err != nil {
+			if ok, err := h.loginActive(ctx, v.LoginID, v.Owner.ID); err != nil {
 				return grant{}, err
 			} else if !ok {
 				return grant{}, ErrSignedOut
@@ -819,10 +878,7 @@ func (h *Hub) authorize(ctx context.Context, v Viewer, devID, camera string) (gr
 			// Same answer as a missing device: IDs are not to be probed.
 			return grant{}, fmt.Errorf("device %s: %w", devID, ErrNotFound)
 		}
-		c := viewertoken.Claims{Device: devID, Cameras: []string{camera}, Perms: []string{viewertoken.PermLive},
-			Owner: rec.OwnerID, Claim: rec.ClaimID}
-		c.Subject = fmt.Sprintf("user:%d", v.Owner.ID)
-		tok, err := viewertoken.Sign(h.cfg.Key, c, time.Now(), h.cfg.AgentTokenTTL)
+		tok, err := h.ownerToken(v.Owner.ID, rec, camera)
 		return grant{rec: rec, token: tok}, err
 	}
 	return grant{}, ErrUnauthorized
@@ -991,7 +1047,7 @@ func (h *Hub) offeredLocked(s *session) {
 	}
 	s.offered = true
 	s.noOffer.Stop()
-	go h.audit(store.AuditEvent{OwnerID: s.ownerID, At: s.started, Kind: store.AuditSessionOpen, Actor: s.actor,
+	h.auditLater(store.AuditEvent{OwnerID: s.ownerID, At: s.started, Kind: store.AuditSessionOpen, Actor: s.actor,
 		Device: s.deviceID, Camera: s.camera, Detail: s.stream + " stream"})
 }
 
@@ -1018,13 +1074,25 @@ func (h *Hub) forgetLocked(sid string) {
 	if path == "" {
 		path = "never connected"
 	}
-	go h.audit(store.AuditEvent{OwnerID: s.ownerID, Kind: store.AuditSessionClose, Actor: s.actor,
+	h.auditLater(store.AuditEvent{OwnerID: s.ownerID, Kind: store.AuditSessionClose, Actor: s.actor,
 		Device: s.deviceID, Camera: s.camera, Detail: path, Duration: time.Since(s.started)})
 }
 
 // FlushAudit writes the aggregated audit lines now instead of at the next
-// minute (tests, shutdown).
-func (h *Hub) FlushAudit() { h.flushUnused() }
+// minute, and waits for the queued session lines (tests, shutdown, and
+// before the owner reads the log).
+func (h *Hub) FlushAudit() {
+	h.flushUnused()
+	h.AuditWritten()
+}
+
+// AuditWritten waits (up to 5 s) until the queued session lines are in the
+// store, so that a log read now has them.
+func (h *Hub) AuditWritten() {
+	for deadline := time.Now().Add(5 * time.Second); h.auditPending.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // flushUnused writes one audit line per actor for the sessions that closed
 // without an offer since the last flush.
@@ -1144,6 +1212,7 @@ func (h *Hub) WatchStore(ctx context.Context, interval time.Duration) {
 
 // recheck compares live sessions and connected devices with the store.
 func (h *Hub) recheck(ctx context.Context) {
+	h.forgetAll()
 	h.mu.Lock()
 	tokens, logins := map[string]bool{}, map[string]bool{}
 	var devs []string
@@ -1198,6 +1267,7 @@ func (h *Hub) EndLogin(loginID string) int {
 }
 
 func (h *Hub) endLoginHere(loginID string) int {
+	h.forgetLogin(loginID)
 	return h.endWhere(func(s *session) bool { return s.loginID == loginID },
 		proto.CodeUnauthorized, "You were signed out. Sign in again to watch.")
 }

@@ -49,7 +49,7 @@ func New(live Live) *Metrics {
 		Logins: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peercam_rendezvous_logins_total",
 			Help: "Owner sign-ins, by result (ok or failed)."}, []string{"result"}),
 		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "peercam_rendezvous_rate_limited_total",
-			Help: "Requests refused for going over a limit, by what (http, open, signaling)."}, []string{"what"}),
+			Help: "Requests refused for going over a limit, by what (http, open, signaling, handshake)."}, []string{"what"}),
 	}
 	gauge := func(name, help string, f func() int) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
@@ -67,7 +67,7 @@ func New(live Live) *Metrics {
 	for _, r := range []string{"ok", "failed"} {
 		m.Logins.WithLabelValues(r)
 	}
-	for _, w := range []string{"http", "open", "signaling"} {
+	for _, w := range []string{"http", "open", "signaling", "handshake"} {
 		m.RateLimited.WithLabelValues(w)
 	}
 	for _, f := range []string{"viewer", "device"} {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -71,6 +72,35 @@ func (s *Store) AddAudit(ctx context.Context, e AuditEvent) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO audit(owner_id, at, kind, category, actor, device, camera, detail, duration) VALUES(?,?,?,?,?,?,?,?,?)`,
 		owner, e.At.UnixMilli(), e.Kind, CategoryOf(e.Kind), e.Actor, e.Device, e.Camera, e.Detail, e.Duration.Milliseconds())
 	if err != nil {
+		return fmt.Errorf("store: audit: %w", err)
+	}
+	return nil
+}
+
+// AddAudits appends events in one statement (a busy server's session
+// lines, batched).
+func (s *Store) AddAudits(ctx context.Context, events []AuditEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit(owner_id, at, kind, category, actor, device, camera, detail, duration) VALUES `)
+	args := make([]any, 0, 9*len(events))
+	for i, e := range events {
+		if i > 0 {
+			q.WriteString(",")
+		}
+		q.WriteString("(?,?,?,?,?,?,?,?,?)")
+		var owner any
+		if e.OwnerID != 0 {
+			owner = e.OwnerID
+		}
+		if e.At.IsZero() {
+			e.At = time.Now()
+		}
+		args = append(args, owner, e.At.UnixMilli(), e.Kind, CategoryOf(e.Kind), e.Actor, e.Device, e.Camera, e.Detail, e.Duration.Milliseconds())
+	}
+	if _, err := s.db.ExecContext(ctx, q.String(), args...); err != nil {
 		return fmt.Errorf("store: audit: %w", err)
 	}
 	return nil

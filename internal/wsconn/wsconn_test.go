@@ -1,0 +1,85 @@
+package wsconn
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/peercam/peercam/proto"
+)
+
+// pair returns a Conn on the server side and the raw client socket.
+func pair(t *testing.T) (*Conn, *websocket.Conn) {
+	t.Helper()
+	got := make(chan *Conn, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		got <- New(ws)
+	}))
+	t.Cleanup(srv.Close)
+	cl, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return <-got, cl
+}
+
+// Messages arrive in order; an error sent just before Close still reaches
+// the peer, and the socket closes after it.
+func TestSendThenClose(t *testing.T) {
+	c, cl := pair(t)
+	for i := range 3 {
+		if err := c.Send(&proto.Bye{Session: string(rune('a' + i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.SendError("", proto.CodeBadMessage, "last words")
+	c.Close(errors.New("done"))
+	_ = cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var got []string
+	for {
+		_, b, err := cl.ReadMessage()
+		if err != nil {
+			break
+		}
+		got = append(got, string(b))
+	}
+	if len(got) != 4 || !strings.Contains(got[0], `"a"`) || !strings.Contains(got[2], `"c"`) || !strings.Contains(got[3], "last words") {
+		t.Fatalf("peer got %q", got)
+	}
+	if err := c.Send(&proto.Bye{Session: "x"}); err == nil {
+		t.Fatal("send after close succeeded")
+	}
+	if c.Err() == nil || c.Err().Error() != "done" {
+		t.Fatalf("err %v", c.Err())
+	}
+}
+
+// A peer that stops reading fills the queue; the conn closes rather than
+// holding memory.
+func TestQueueFullCloses(t *testing.T) {
+	c, _ := pair(t)
+	big := &proto.Offer{Session: "s", SDP: strings.Repeat("x", 60000)}
+	var err error
+	for i := 0; i < 10000 && err == nil; i++ {
+		err = c.Send(big)
+	}
+	if !errors.Is(err, ErrQueueFull) && (err == nil || err.Error() != "wsconn: closed") {
+		t.Fatalf("a peer that never reads: %v", err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("conn not closed")
+	}
+}
