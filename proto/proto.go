@@ -435,6 +435,50 @@ func Decode(b []byte) (Message, error) {
 	if len(b) > MaxMessageSize {
 		return nil, fmt.Errorf("proto: %w (%d bytes, limit %d)", ErrTooLarge, len(b), MaxMessageSize)
 	}
+	if m := decodeFast(b); m != nil {
+		return m, nil
+	}
+	return decodeSlow(b)
+}
+
+var typeKey = []byte(`"type":"`)
+
+// decodeFast is Decode for a well-formed frame in one strict pass instead
+// of two: it guesses the type from the first "type":"…" in the frame and
+// keeps the result only if the strict decode agrees on type and version
+// and the message is valid. Anything else (nil) goes the slow way, which
+// has the exact errors; what the fast way accepts, the slow way accepts.
+func decodeFast(b []byte) Message {
+	i := bytes.Index(b, typeKey)
+	if i < 0 {
+		return nil
+	}
+	rest := b[i+len(typeKey):]
+	j := bytes.IndexByte(rest, '"')
+	if j <= 0 {
+		return nil
+	}
+	typ := string(rest[:j])
+	newMsg, ok := constructors[typ]
+	if !ok {
+		return nil
+	}
+	m := newMsg()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if dec.Decode(m) != nil {
+		return nil
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil
+	}
+	if h := m.envelope(); h.Type != typ || h.V != ProtocolVersion || m.validate() != nil {
+		return nil
+	}
+	return m
+}
+
+func decodeSlow(b []byte) (Message, error) {
 	var h struct {
 		V    *int    `json:"v"`
 		Type *string `json:"type"`

@@ -147,7 +147,16 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"v":1,"type":"open","device":"d","camera":"1"}`))
 	f.Add([]byte(`{"v":1,"type":"candidate","session":"s","candidate":"","sdp_mline_index":0}`))
 	f.Add([]byte(`{"v":1,"type":"hello","device_id":"d","public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","cameras":[{"id":"1","name":"x"}]}`))
+	f.Add([]byte(`{"v":1,"type":"offer","type":"answer","session":"s","sdp":"x"}`))
+	f.Add([]byte(`{"v":2,"type":"bye","session":"s"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// The fast path accepts only what the strict one does, the same.
+		if fast := decodeFast(b); fast != nil {
+			slow, err := decodeSlow(b)
+			if err != nil || !reflect.DeepEqual(fast, slow) {
+				t.Fatalf("fast decode %#v, slow %#v %v", fast, slow, err)
+			}
+		}
 		m, err := Decode(b)
 		if err != nil {
 			if CodeOf(err) == CodeInternal {
@@ -168,6 +177,16 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip changed %#v into %#v", m, m2)
 		}
 	})
+}
+
+func BenchmarkDecodeOffer(b *testing.B) {
+	in, _ := Encode(&Offer{Session: "0123456789abcdef01234567", SDP: strings.Repeat("a=candidate:1 1 udp 2130706431 192.168.1.20 8189 typ host\r\n", 60)})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Decode(in); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkDecodeCandidate(b *testing.B) {
