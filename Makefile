@@ -20,7 +20,7 @@ CROSS := \
 	linux-mips:linux:mips:GOMIPS=softfloat \
 	linux-amd64:linux:amd64:
 
-.PHONY: build cross sizes soak demo test test-short lint deps bench fuzz lab clean
+.PHONY: build cross sizes soak demo test test-short lint deps bench bench-cluster fuzz lab clean
 
 build:
 	@mkdir -p $(BIN)
@@ -100,6 +100,13 @@ bench:
 	$(GO) test -run '^$$' -bench 'FirstFrameWarm' -benchtime 20x ./e2e
 	$(GO) test -run '^$$' -bench 'FirstFrameCold' -benchtime 10x ./e2e
 	$(GO) test -run '^$$' -bench 'Viewers' -benchtime 1x -timeout 30m ./e2e
+
+# The rendezvous under a fleet: DEVICES idle agents on one node (default
+# 18000: this machine allows 20000 open files a process), SETUPS session
+# setups a second on it and through NATS from a second node, then a
+# reconnect storm. PostgreSQL and nats-server run as processes.
+bench-cluster:
+	$(GO) test -run '^$$' -bench 'BenchmarkCluster$$' -benchtime 1x -timeout 30m ./e2e
 
 # What tests need on a fresh Debian machine; a no-op when all is present.
 deps:

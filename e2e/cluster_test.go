@@ -241,6 +241,39 @@ func TestCluster(t *testing.T) {
 	whep := openWHEPViewer(t, B.base+"/whep/"+agent+"/1", tok)
 	waitFor(t, 10*time.Second, "WHEP video through node B", func() bool { return whep.bytes.Load() > 50000 })
 
+	// A WHEP session made on B is ended by a DELETE that lands on C, by
+	// its own token only.
+	t.Run("whep-delete-on-another-node", func(t *testing.T) {
+		pc := newLoopbackPC(t)
+		defer pc.Close()
+		if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			t.Fatal(err)
+		}
+		st, loc, body := whepPost(t, B.base+"/whep/"+agent+"/1", tok, pc)
+		if st != http.StatusCreated || loc == "" {
+			t.Fatalf("POST on B: %d %s", st, body)
+		}
+		del := func(token string) int {
+			req, _ := http.NewRequest("DELETE", C.base+loc, nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		if st := del(mintTokenAt(t, c, agent)); st != http.StatusNotFound {
+			t.Fatalf("DELETE on C with another token: %d, want 404", st)
+		}
+		if st := del(tok); st != http.StatusOK {
+			t.Fatalf("DELETE on C: %d, want 200", st)
+		}
+		if st := del(tok); st != http.StatusNotFound {
+			t.Fatalf("second DELETE: %d, want 404", st)
+		}
+	})
+
 	// A guest share capped at one viewer, used by Chromium on B.
 	sh := ownerC.share(agent, []string{"1"}, time.Hour, 1)
 	link := c.viewers + sh.Link[strings.Index(sh.Link, "/s/"):]

@@ -115,6 +115,18 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 	}
 	baseRSS, _ := procMemory(b, A.cmd.Process.Pid)
 	baseHeap, baseStacks := live()
+	profile := func(name, path string) {
+		if dir := os.Getenv("PROFILE_DIR"); dir != "" {
+			resp, err := http.Get(strings.TrimSuffix(A.metrics, "/metrics") + path)
+			if err == nil {
+				f, _ := os.Create(dir + "/" + name)
+				_, _ = io.Copy(f, resp.Body)
+				f.Close()
+				resp.Body.Close()
+			}
+		}
+	}
+	go profile("connect.pprof", "/debug/pprof/profile?seconds=4")
 	fleet := &simFleet{url: strings.Replace(A.base, "http://", "ws://", 1) + "/ws/device", keys: keys, ids: ids}
 	start := time.Now()
 	fleet.connect(b)
@@ -129,17 +141,6 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 	b.Logf("%d devices on node A: live heap %.1f → %.1f MiB, stacks %.1f → %.1f MiB (%.1f KiB a device); RSS %.0f → %.0f MiB; goroutines %.0f",
 		nDevices, baseHeap/(1<<20), heap/(1<<20), baseStacks/(1<<20), stacks/(1<<20), perDevice, baseRSS, rss, scrape(b, A.metrics)["go_goroutines"])
 
-	profile := func(name, path string) {
-		if dir := os.Getenv("PROFILE_DIR"); dir != "" {
-			resp, err := http.Get(strings.TrimSuffix(A.metrics, "/metrics") + path)
-			if err == nil {
-				f, _ := os.Create(dir + "/" + name)
-				_, _ = io.Copy(f, resp.Body)
-				f.Close()
-				resp.Body.Close()
-			}
-		}
-	}
 	profile("heap.pprof", "/debug/pprof/heap")
 	token := (&binSystem{base: A.base}).login(b, ownerName, ownerPass, "")
 	go profile("cpu.pprof", "/debug/pprof/profile?seconds=4")

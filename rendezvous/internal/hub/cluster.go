@@ -92,6 +92,10 @@ const (
 	locateTimeout = 2 * time.Second
 )
 
+// subjWHEPClose asks every node for the WHEP session a DELETE names; the
+// one holding it answers.
+const subjWHEPClose = "peercam.whep.close"
+
 func subjDevice(id string) string { return "peercam.dev." + id }
 func subjNode(id string) string   { return "peercam.node." + id }
 
@@ -113,6 +117,9 @@ func newCluster(h *Hub, nc *nats.Conn, node string) (*cluster, error) {
 		return nil, fmt.Errorf("hub: nats: %w", err)
 	}
 	if _, err := nc.Subscribe(subjAll, c.onAll); err != nil {
+		return nil, fmt.Errorf("hub: nats: %w", err)
+	}
+	if _, err := nc.Subscribe(subjWHEPClose, c.onWHEPClose); err != nil {
 		return nil, fmt.Errorf("hub: nats: %w", err)
 	}
 	if err := nc.Flush(); err != nil {
@@ -334,5 +341,28 @@ func (c *cluster) onAll(nm *nats.Msg) {
 		if f := c.limits.Load(); f != nil {
 			(*f)(e.ID, e.Key, e.Forget)
 		}
+	}
+}
+
+// closeWHEP asks the node holding a WHEP session to end it for who.
+func (c *cluster) closeWHEP(who, devID, camera, sid string) error {
+	b, _ := json.Marshal(envelope{Op: "whep-close", Node: c.node, ID: who, Device: devID, Key: camera, Session: sid})
+	m, err := c.nc.Request(subjWHEPClose, b, time.Second)
+	if err != nil || string(m.Data) != "ok" {
+		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
+	}
+	return nil
+}
+
+// onWHEPClose ends a WHEP session of this node's for a DELETE another node
+// got; it answers only when it holds the session, so a wrong identity or
+// an unknown session times out as "not found", as on one node.
+func (c *cluster) onWHEPClose(nm *nats.Msg) {
+	var e envelope
+	if json.Unmarshal(nm.Data, &e) != nil || e.Node == c.node {
+		return
+	}
+	if c.h.closeWHEPHere(e.ID, e.Device, e.Key, e.Session) == nil {
+		_ = nm.Respond([]byte("ok"))
 	}
 }

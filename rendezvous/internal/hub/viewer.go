@@ -242,10 +242,20 @@ func (h *Hub) OpenWHEP(ctx context.Context, v Viewer, devID, camera, stream, sdp
 // token, or the same owner) may, at the device and camera it was opened for.
 // Anyone else gets "not found", as if the URL were wrong.
 func (h *Hub) CloseWHEP(v Viewer, devID, camera, sid string) error {
+	err := h.closeWHEPHere(v.who(), devID, camera, sid)
+	if errors.Is(err, ErrNotFound) && h.cl != nil {
+		// A load balancer may send the DELETE to another node than the
+		// POST: the node holding the session checks and ends it.
+		return h.cl.closeWHEP(v.who(), devID, camera, sid)
+	}
+	return err
+}
+
+func (h *Hub) closeWHEPHere(who, devID, camera, sid string) error {
 	h.mu.Lock()
 	s := h.sessions[sid]
 	h.mu.Unlock()
-	if s == nil || s.deviceID != devID || s.camera != camera || s.who == "" || s.who != v.who() {
+	if s == nil || s.deviceID != devID || s.camera != camera || s.who == "" || s.who != who {
 		return fmt.Errorf("session %s: %w", sid, ErrNotFound)
 	}
 	if _, ok := s.viewer.(*whepViewer); !ok {
