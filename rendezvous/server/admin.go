@@ -34,7 +34,7 @@ func AddUser(ctx context.Context, dataDir, name, password string) error {
 	defer st.Close()
 	if _, err := st.AddUser(ctx, name, hash); err != nil {
 		if errors.Is(err, store.ErrExists) {
-			return fmt.Errorf("user add: %q already exists", name)
+			return fmt.Errorf("user add: %q: %w", name, store.ErrExists)
 		}
 		return err
 	}

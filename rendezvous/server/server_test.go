@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/peercam/peercam/proto"
+	"github.com/peercam/peercam/rendezvous/internal/store"
 )
 
 type testServer struct {
@@ -46,11 +48,12 @@ func startWith(t *testing.T, change func(*Config)) *testServer {
 	go func() { defer close(done); _ = s.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	for _, u := range []string{"alice", "bob"} {
-		if err := AddUser(context.Background(), cfg.DataDir, u, u+"-password"); err != nil {
+		// Nodes of one cluster share their owners: the first adds them.
+		if err := AddUser(context.Background(), cfg.StoreAt(), u, u+"-password"); err != nil && !errors.Is(err, store.ErrExists) {
 			t.Fatal(err)
 		}
 	}
-	return &testServer{s, cfg.DataDir}
+	return &testServer{s, cfg.StoreAt()}
 }
 
 type client struct {

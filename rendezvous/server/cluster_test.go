@@ -1,0 +1,130 @@
+package server
+
+import (
+	"context"
+	"crypto/ed25519"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/peercam/peercam/internal/testutil/natstest"
+	"github.com/peercam/peercam/internal/testutil/pgtest"
+	"github.com/peercam/peercam/proto"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// startNodes runs n rendezvous nodes on one PostgreSQL database and one
+// nats-server, with owners alice and bob.
+func startNodes(t *testing.T, n int) []*testServer {
+	t.Helper()
+	dsn := pgtest.Database(t)
+	nats := natstest.Start(t)
+	var out []*testServer
+	for i := range n {
+		s := startWith(t, func(c *Config) {
+			c.Store, c.NATS, c.Node = dsn, nats.URL, string(rune('A'+i))
+		})
+		s.dir = dsn
+		out = append(out, s)
+	}
+	return out
+}
+
+// authed finishes a device's handshake.
+func authed(t *testing.T, s *testServer, key ed25519.PrivateKey) *device {
+	t.Helper()
+	d, ch := connectDevice(t, s, key)
+	send(t, d.ws, &proto.Auth{Signature: ed25519.Sign(d.key, proto.AuthPayload(ch.Nonce, d.id))})
+	if _, ok := recv(t, d.ws).(*proto.Welcome); !ok {
+		t.Fatal("no welcome")
+	}
+	return d
+}
+
+// A device connected twice, to two nodes (a stale link and its successor,
+// or a copied key): the older link is dropped by its node, and a viewer on
+// a third node talks to the newer one only — no mixed answers. A link that
+// is older but reconnects later wins in turn.
+func TestClusterDeviceConnectedTwice(t *testing.T) {
+	nodes := startNodes(t, 3)
+	A, B, C := nodes[0], nodes[1], nodes[2]
+	_, key, _ := ed25519.GenerateKey(nil)
+	first := authed(t, A, key)
+	if err := ClaimDevice(context.Background(), C.dir, "alice", first.id, "Door"); err != nil {
+		t.Fatal(err)
+	}
+	firstIn := inbox(t, first.ws)
+	second := authed(t, B, key)
+	secondIn := inbox(t, second.ws)
+
+	// A drops its link: the device moved.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if _, ok := <-firstIn; !ok {
+			break // closed
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node A kept the older link open")
+		}
+	}
+	if A.Hub().OnlineHere(first.id) || !B.Hub().OnlineHere(first.id) {
+		t.Fatal("the device is not held by B alone")
+	}
+
+	// A viewer on C reaches the device on B; the answer comes back.
+	alice := C.client(t)
+	alice.login("alice", "alice-password")
+	v := dial(t, C, "/ws/viewer", http.Header{"Cookie": {cookieOf(t, alice)}})
+	vin := inbox(t, v)
+	send(t, v, &proto.Open{Device: first.id, Camera: "1", Ref: "r1"})
+	m, _ := next(vin, 5*time.Second)
+	sess, ok := m.(*proto.Session)
+	if !ok {
+		t.Fatalf("open on C: %#v", m)
+	}
+	send(t, v, &proto.Offer{Session: sess.Session, SDP: "v=0\r\n"})
+	m, _ = next(secondIn, 5*time.Second)
+	if off, ok := m.(*proto.Offer); !ok || off.Session != sess.Session || off.Token == "" {
+		t.Fatalf("device on B got %#v, want the offer", m)
+	}
+	send(t, second.ws, &proto.Answer{Session: sess.Session, SDP: "v=0\r\nanswer-from-B\r\n"})
+	m, _ = next(vin, 5*time.Second)
+	if ans, ok := m.(*proto.Answer); !ok || ans.SDP != "v=0\r\nanswer-from-B\r\n" {
+		t.Fatalf("viewer on C got %#v, want B's answer", m)
+	}
+
+	// The first device reconnects, to A again: now B's link is the stale
+	// one. Messages the old B link sends for the session are dropped; the
+	// session talks to the new link.
+	third := authed(t, A, key)
+	thirdIn := inbox(t, third.ws)
+	within(t, 3*time.Second, "B dropped its link", func() bool { return !B.Hub().OnlineHere(first.id) })
+	send(t, v, &proto.Candidate{Session: sess.Session, Candidate: "candidate:1 1 udp 1 127.0.0.1 9 typ host"})
+	m, _ = next(thirdIn, 5*time.Second)
+	if c, ok := m.(*proto.Candidate); !ok || c.Session != sess.Session {
+		t.Fatalf("device's newest link got %#v, want the viewer's candidate", m)
+	}
+	// The viewer hears nothing from the dropped link.
+	if m, _ := next(vin, 300*time.Millisecond); m != nil {
+		t.Fatalf("viewer got %#v after the device moved", m)
+	}
+
+	// Offline everywhere: the viewer on C is told, and C says offline
+	// within 2 s.
+	third.ws.Close()
+	m, _ = next(vin, 3*time.Second)
+	wantError(t, m, proto.CodeDeviceOffline)
+	within(t, 2*time.Second, "C says the device is offline", func() bool { return !C.Hub().Online(first.id) })
+}
+
+// within waits up to d until ok.
+func within(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !ok(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting until %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
