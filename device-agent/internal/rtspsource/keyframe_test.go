@@ -3,6 +3,7 @@ package rtspsource
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -85,7 +86,7 @@ func TestKeyframeRequests(t *testing.T) {
 		took, asked := pull(t, Config{URL: sim.URL(1, camera.Main), KeyframeRequests: true,
 			ISAPI: web + "/ISAPI/Streaming/channels/101/requestKeyFrame"}, false)
 		_, http := sim.KeyframeRequests()
-		if took == 0 || http == 0 || !contains(asked, "isapi") {
+		if took == 0 || http == 0 || !slices.Contains(asked, "isapi") {
 			t.Fatalf("keyframe after %s; camera got %d ISAPI requests; agent said %q", took, http, asked)
 		}
 		t.Logf("first keyframe %s after the start", took.Round(time.Millisecond))
@@ -121,15 +122,6 @@ func TestKeyframeRequests(t *testing.T) {
 func containsPart(list []string, part string) bool {
 	for _, v := range list {
 		if strings.Contains(v, part) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
 			return true
 		}
 	}
