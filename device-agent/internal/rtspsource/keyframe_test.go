@@ -3,8 +3,8 @@ package rtspsource
 import (
 	"context"
 	"log/slog"
-	"slices"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
