@@ -942,6 +942,12 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 	}
 	id := newID()
 	if adopt != "" {
+		h.mu.Lock()
+		taken := h.sessions[adopt] != nil
+		h.mu.Unlock()
+		if taken {
+			return nil, fmt.Errorf("session %s: %w", adopt, ErrNotFound)
+		}
 		id = adopt
 	}
 	slot := false
@@ -958,12 +964,6 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	fail := func(err error) (*session, error) {
-		if slot {
-			go h.releaseSlot(id)
-		}
-		return nil, err
-	}
 	if maxViewers > 0 && h.cl == nil && h.countLocked(tokenID) >= maxViewers {
 		return nil, fmt.Errorf("%w (%d)", ErrViewerCap, maxViewers)
 	}
@@ -971,7 +971,9 @@ func (h *Hub) openAs(ctx context.Context, v Viewer, devID, camera, stream string
 		stream = proto.StreamMain
 	}
 	if adopt != "" && h.sessions[adopt] != nil {
-		return fail(fmt.Errorf("session %s: %w", adopt, ErrNotFound))
+		// Adopted meanwhile by another open of the same ID: that session
+		// holds the slot row (it is keyed by the session), leave it.
+		return nil, fmt.Errorf("session %s: %w", adopt, ErrNotFound)
 	}
 	if d := h.devices[devID]; d != nil {
 		where = h.pinOf(d) // it connected here meanwhile

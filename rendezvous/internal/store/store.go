@@ -636,31 +636,37 @@ func (s *Store) ExpireUnclaimed(ctx context.Context, cutoff time.Time, keep func
 
 // Owners returns the stored record of each of ids that exists, so a server
 // can compare what its connected devices believe with the truth. It reads
-// the table once, however many devices are connected.
+// only those rows, 500 at a time: a node of a cluster holds a share of a
+// fleet, not all of it.
 func (s *Store) Owners(ctx context.Context, ids []string) (map[string]Device, error) {
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	out := map[string]Device{}
-	if len(ids) == 0 {
-		return out, nil
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+deviceCols+` FROM devices d LEFT JOIN users u ON u.id = d.owner_id`)
-	if err != nil {
-		return nil, fmt.Errorf("store: owners: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		d, err := scanDevice(rows)
+	out := make(map[string]Device, len(ids))
+	for lo := 0; lo < len(ids); lo += 500 {
+		chunk := ids[lo:min(lo+500, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
+		}
+		q := `SELECT ` + deviceCols + ` FROM devices d LEFT JOIN users u ON u.id = d.owner_id WHERE d.id IN (?` +
+			strings.Repeat(",?", len(chunk)-1) + `)`
+		rows, err := s.db.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("store: owners: %w", err)
 		}
-		if want[d.ID] {
+		for rows.Next() {
+			d, err := scanDevice(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: owners: %w", err)
+			}
 			out[d.ID] = d
 		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: owners: %w", err)
+		}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // PutClaimCode stores a claim code for a device, replacing its older ones.
