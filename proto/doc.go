@@ -5,10 +5,13 @@
 // # Transport
 //
 // Signaling runs over WebSocket (RFC 6455), one JSON object per text frame.
-// Devices connect to /ws/device, viewers to /ws/viewer on the rendezvous. A frame
-// larger than [MaxMessageSize] bytes ends the connection with WebSocket close
-// code 1009 (message too big, RFC 6455 section 7.4.1). Every message is an
-// envelope:
+// Devices connect to /ws/device, viewers to /ws/viewer on the rendezvous. A
+// rendezvous taking many devices at once (every agent of a node that
+// restarted) may refuse the WebSocket upgrade with HTTP 503 and Retry-After
+// (seconds): the device waits at least that long, plus its own jitter, and
+// dials again. A frame larger than [MaxMessageSize] bytes ends the
+// connection with WebSocket close code 1009 (message too big, RFC 6455
+// section 7.4.1). Every message is an envelope:
 //
 //	{"v":1,"type":"offer", ...fields of that type...}
 //
