@@ -20,9 +20,10 @@ import (
 
 // asker sends a run's keyframe requests: one at the start, one per receive
 // from Config.Keyframes, at most one every minGap, and never two ISAPI
-// calls at once.
+// calls at once. stop ends it (and a call in flight) with the run.
 type asker struct {
 	ctx   context.Context
+	stop  context.CancelFunc
 	c     *gortsplib.Client
 	video *description.Media
 	cfg   Config
@@ -38,8 +39,6 @@ type asker struct {
 	// asking again will not change (401, 403, 404, 405): this run stops.
 	refused bool
 	fir     uint8
-	done    chan struct{}
-	closed  sync.Once
 }
 
 // minGap spaces keyframe requests: a camera asked twice within it would
@@ -50,8 +49,8 @@ const minGap = 500 * time.Millisecond
 const isapiTimeout = 3 * time.Second
 
 func newAsker(ctx context.Context, c *gortsplib.Client, video *description.Media, cfg Config, u *base.URL) *asker {
-	a := &asker{ctx: ctx, c: c, video: video, cfg: cfg, done: make(chan struct{}),
-		http: &http.Client{Timeout: isapiTimeout}}
+	a := &asker{c: c, video: video, cfg: cfg, http: &http.Client{Timeout: isapiTimeout}}
+	a.ctx, a.stop = context.WithCancel(ctx)
 	if u.User != nil {
 		a.user = u.User.Username()
 		a.pass, _ = u.User.Password()
@@ -64,28 +63,30 @@ func newAsker(ctx context.Context, c *gortsplib.Client, video *description.Media
 		iu.User = nil
 		a.cfg.ISAPI = iu.String()
 	}
+	return a
+}
+
+// playing starts the run's requests once the stream plays: a keyframe
+// the camera sends before then would not reach this session.
+func (a *asker) playing() {
 	if a.cfg.ISAPI != "" {
 		a.isapi()
 	}
 	go a.loop()
-	return a
 }
 
 // seen is called with each video packet's SSRC; the first one sends the
-// run's RTCP request.
+// run's RTCP request, which names it.
 func (a *asker) seen(ssrc uint32) {
-	if a.ssrc.Load() == ssrc && ssrc != 0 {
-		return
+	if a.ssrc.Load() != ssrc {
+		a.ssrc.Store(ssrc)
 	}
-	a.ssrc.Store(ssrc)
-	a.first.Do(func() { a.rtcp() })
+	a.first.Do(a.rtcp)
 }
 
 func (a *asker) loop() {
 	for {
 		select {
-		case <-a.done:
-			return
 		case <-a.ctx.Done():
 			return
 		case <-a.cfg.Keyframes:
@@ -104,8 +105,6 @@ func (a *asker) loop() {
 		}
 	}
 }
-
-func (a *asker) stop() { a.closed.Do(func() { close(a.done) }) }
 
 func (a *asker) mark() {
 	a.mu.Lock()

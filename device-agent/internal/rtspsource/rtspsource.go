@@ -192,10 +192,11 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	if err != nil {
 		return err
 	}
+	var ask *asker
 	if cfg.KeyframeRequests {
-		ask := newAsker(ctx, c, video, cfg, u)
+		ask = newAsker(ctx, c, video, cfg, u)
 		// The RTCP request names the camera's SSRC, known from its first
-		// packet; ISAPI needs none and goes with PLAY.
+		// packet; ISAPI needs none and goes once PLAY is answered.
 		inner := onVideo
 		onVideo = func(pkt *rtp.Packet) {
 			ask.seen(pkt.SSRC)
@@ -209,6 +210,9 @@ func Run(ctx context.Context, cfg Config, h Handler) error {
 	}
 	if _, err := c.Play(nil); err != nil {
 		return explain(err)
+	}
+	if ask != nil {
+		ask.playing()
 	}
 	err = c.Wait()
 	if ctx.Err() != nil {
