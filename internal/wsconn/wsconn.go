@@ -142,6 +142,12 @@ func (c *Conn) Send(m proto.Message) error {
 	if err != nil {
 		return err
 	}
+	return c.SendEncoded(b)
+}
+
+// SendEncoded is Send for a message already encoded by proto.Encode (one
+// relayed from another rendezvous node), which is not encoded again.
+func (c *Conn) SendEncoded(b []byte) error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

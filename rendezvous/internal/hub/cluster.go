@@ -72,7 +72,9 @@ type pin struct {
 
 // envelope is every cluster message.
 type envelope struct {
-	Op      string          `json:"op"`
+	Op string `json:"op"`
+	// Type is Msg's message type, so a node relaying it need not decode it.
+	Type    string          `json:"type,omitempty"`
 	Node    string          `json:"node,omitempty"`
 	Device  string          `json:"device,omitempty"`
 	Gen     string          `json:"gen,omitempty"`
@@ -217,7 +219,7 @@ func (c *cluster) toDevice(devID string, p pin, sid string, m proto.Message) err
 	if err != nil {
 		return err
 	}
-	c.publish(subjDevice(devID), envelope{Op: "msg", Device: devID, Gen: p.gen, Session: sid, Msg: b})
+	c.publish(subjDevice(devID), envelope{Op: "msg", Device: devID, Gen: p.gen, Session: sid, Type: m.MessageType(), Msg: b})
 	return nil
 }
 
@@ -239,10 +241,8 @@ func (c *cluster) onDevice(devID string, nm *nats.Msg) {
 		b, _ := json.Marshal(envelope{Op: "here", Node: c.node, Device: devID, Gen: d.gen, Cameras: d.cameras})
 		_ = nm.Respond(b)
 	case "msg":
-		m, err := proto.Decode(e.Msg)
-		if err != nil {
-			return
-		}
+		// The viewer's node decoded and checked the message and encoded it
+		// (proto.Encode): it goes to the device as it came.
 		if d == nil || d.gen != e.Gen {
 			// The session talks to a connection that is gone: its viewer
 			// hears so and may open again (the device may be back).
@@ -250,13 +250,13 @@ func (c *cluster) onDevice(devID string, nm *nats.Msg) {
 			return
 		}
 		c.mu.Lock()
-		if _, bye := m.(*proto.Bye); bye {
+		if e.Type == "bye" {
 			delete(c.routes, e.Session)
 		} else {
 			c.routes[e.Session] = route{device: devID, node: e.Node}
 		}
 		c.mu.Unlock()
-		_ = d.conn.Send(m)
+		_ = d.conn.SendEncoded(e.Msg)
 	}
 }
 
@@ -334,8 +334,12 @@ func (c *cluster) onAll(nm *nats.Msg) {
 	case "endlogin":
 		h.endLoginHere(e.ID)
 	case "sync":
-		if rec, err := h.cfg.Store.Device(context.Background(), e.Device); err == nil {
-			h.syncHere(rec)
+		// Only a node with the device or a session of it reads the record.
+		h.forgetDevice(e.Device)
+		if h.involves(e.Device) {
+			if rec, err := h.cfg.Store.Device(context.Background(), e.Device); err == nil {
+				h.syncHere(rec)
+			}
 		}
 	case "limit":
 		if f := c.limits.Load(); f != nil {

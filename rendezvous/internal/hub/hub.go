@@ -739,6 +739,21 @@ func (h *Hub) toViewer(devID, gen, sid string, m proto.Message) bool {
 	return true
 }
 
+// involves tells whether this node holds the device or a session of it.
+func (h *Hub) involves(devID string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.devices[devID] != nil {
+		return true
+	}
+	for _, s := range h.sessions {
+		if s.deviceID == devID {
+			return true
+		}
+	}
+	return false
+}
+
 // repinLocked points this node's sessions of a device at the connection p,
 // the device's newest.
 func (h *Hub) repinLocked(devID string, p pin) {
