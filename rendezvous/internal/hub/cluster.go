@@ -308,7 +308,7 @@ func (c *cluster) fromPeer(e envelope) {
 	switch e.Op {
 	case "viewer":
 		if m, err := proto.Decode(e.Msg); err == nil {
-			h.fromRemoteDevice(e.Device, e.Gen, e.Session, m)
+			h.toViewer(e.Device, e.Gen, e.Session, m)
 		}
 	case "gone":
 		h.deviceGone(e.Device, e.Gen, e.Session)

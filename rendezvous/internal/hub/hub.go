@@ -707,11 +707,6 @@ func (h *Hub) fromDevice(d *device, m proto.Message) {
 	}
 }
 
-// fromRemoteDevice is a device's message relayed by the node it is on.
-func (h *Hub) fromRemoteDevice(devID, gen, sid string, m proto.Message) {
-	h.toViewer(devID, gen, sid, m)
-}
-
 // toViewer hands a device's message to the viewer of session sid, if the
 // session is here, of that device and (in a cluster) pinned to that
 // connection of it: a device may only speak for its own sessions.
@@ -1207,7 +1202,7 @@ func (h *Hub) WatchStore(ctx context.Context, interval time.Duration) {
 		}
 		if h.cl != nil && time.Since(lastRefresh) >= slotRefresh {
 			lastRefresh = time.Now()
-			if err := h.cfg.Store.RefreshViewerSlots(ctx, h.cl.node, 3*slotRefresh); err != nil {
+			if err := h.cfg.Store.RefreshViewerSlots(ctx, h.cl.node); err != nil {
 				h.log.Warn("refreshing viewer slots", "err", err)
 			}
 		}
@@ -1262,9 +1257,9 @@ func (h *Hub) recheck(ctx context.Context) {
 }
 
 // slotRefresh is how often a node renews the viewer slots its sessions
-// hold; a node that stops renewing (it died) loses them after three times
-// that.
-const slotRefresh = 10 * time.Second
+// hold: three times within their life, so a node that died loses them
+// after store.SlotTTL and a live one never does.
+const slotRefresh = store.SlotTTL / 3
 
 func keys(m map[string]bool) []string {
 	out := make([]string, 0, len(m))

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// slotTTL is how long a viewer slot lives without renewal.
-const slotTTL = 30 * time.Second
+// SlotTTL is how long a viewer slot lives without renewal; its node renews
+// it well before (RefreshViewerSlots).
+const SlotTTL = 30 * time.Second
 
 // TakeViewerSlot holds one of a share's max viewer slots for a session
 // served by node, unless max are held already; a session that holds one
@@ -30,7 +31,7 @@ func (s *Store) TakeViewerSlot(ctx context.Context, tokenID, sessionID, node str
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `UPDATE viewer_slots SET node = ?, expires = ? WHERE session_id = ? AND token_id = ?`,
-			node, now+int64(slotTTL/time.Second), sessionID, tokenID)
+			node, now+int64(SlotTTL/time.Second), sessionID, tokenID)
 		if err != nil {
 			return err
 		}
@@ -46,7 +47,7 @@ func (s *Store) TakeViewerSlot(ctx context.Context, tokenID, sessionID, node str
 			return nil
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO viewer_slots(session_id, token_id, node, expires) VALUES(?,?,?,?)`,
-			sessionID, tokenID, node, now+int64(slotTTL/time.Second))
+			sessionID, tokenID, node, now+int64(SlotTTL/time.Second))
 		ok = err == nil
 		return err
 	})
@@ -62,8 +63,8 @@ func (s *Store) ReleaseViewerSlot(ctx context.Context, sessionID string) error {
 	return err
 }
 
-// RefreshViewerSlots renews the slots node holds for ttl more.
-func (s *Store) RefreshViewerSlots(ctx context.Context, node string, ttl time.Duration) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE viewer_slots SET expires = ? WHERE node = ?`, time.Now().Add(ttl).Unix(), node)
+// RefreshViewerSlots renews the slots node holds for SlotTTL more.
+func (s *Store) RefreshViewerSlots(ctx context.Context, node string) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE viewer_slots SET expires = ? WHERE node = ?`, time.Now().Add(SlotTTL).Unix(), node)
 	return err
 }

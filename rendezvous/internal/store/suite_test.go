@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -43,6 +44,7 @@ func TestStore(t *testing.T) {
 		{"expire-unclaimed", testExpireUnclaimed},
 		{"migrate", testMigrate},
 		{"concurrent-claims", testConcurrentClaims},
+		{"viewer-slots", testViewerSlots},
 	}
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
@@ -419,5 +421,56 @@ func testConcurrentClaims(t *testing.T, st *Store, _ string) {
 	wg.Wait()
 	if won != 1 {
 		t.Fatalf("%d claims won", won)
+	}
+}
+
+// A share's viewer slots across nodes: at most max held, a session that
+// moves keeps its own, a released or expired one is free again, and many
+// takers at once get exactly max.
+func testViewerSlots(t *testing.T, st *Store, _ string) {
+	ctx := context.Background()
+	take := func(session, node string) bool {
+		t.Helper()
+		ok, err := st.TakeViewerSlot(ctx, "share", session, node, 2)
+		must(t, err)
+		return ok
+	}
+	if !take("s1", "A") || !take("s2", "B") {
+		t.Fatal("two slots of a share capped at 2 refused")
+	}
+	if take("s3", "C") {
+		t.Fatal("a third viewer got a slot")
+	}
+	if !take("s1", "C") {
+		t.Fatal("a session that moved to another node lost its slot")
+	}
+	if ok, _ := st.TakeViewerSlot(ctx, "other-share", "s9", "A", 1); !ok {
+		t.Fatal("another share's slot counted against this one")
+	}
+	must(t, st.ReleaseViewerSlot(ctx, "s2"))
+	if !take("s3", "C") {
+		t.Fatal("a released slot was not free")
+	}
+	// Node C stops renewing (it died): its slots lapse; B's renewed one stays.
+	_, err := st.db.ExecContext(ctx, `UPDATE viewer_slots SET expires = ? WHERE node = ?`, time.Now().Add(-time.Second).Unix(), "C")
+	must(t, err)
+	must(t, st.RefreshViewerSlots(ctx, "A"))
+	if !take("s4", "A") || !take("s5", "A") || take("s6", "A") {
+		t.Fatal("lapsed slots were not freed, or too many were")
+	}
+	var wg sync.WaitGroup
+	var won atomic.Int32
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if ok, err := st.TakeViewerSlot(ctx, "busy", fmt.Sprint("b", i), "A", 3); err == nil && ok {
+				won.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 3 {
+		t.Fatalf("%d of 8 concurrent takers got a slot of 3", won.Load())
 	}
 }
