@@ -4,8 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"github.com/peercam/peercam/internal/testutil/natstest"
 	"github.com/peercam/peercam/internal/testutil/pgtest"
@@ -127,4 +131,29 @@ func within(t *testing.T, d time.Duration, what string, ok func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Admission control: with every handshake slot taken (a reconnect storm),
+// another device is told 503 with a Retry-After of 1–3 s, not queued; the
+// slot is free again once the handshake in progress ends.
+func TestHandshakeAdmission(t *testing.T) {
+	s := startWith(t, func(c *Config) { c.MaxHandshakes = 1 })
+	// Upgraded, and silent: its handshake holds the one slot.
+	first := dial(t, s, "/ws/device", nil)
+	url := strings.Replace(s.URL(), "http", "ws", 1) + "/ws/device"
+	_, resp, err := websocket.DefaultDialer.Dial(url, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second device during a handshake: %v %v, want 503", resp, err)
+	}
+	if ra, _ := strconv.Atoi(resp.Header.Get("Retry-After")); ra < 1 || ra > 3 {
+		t.Fatalf("Retry-After %q, want 1–3", resp.Header.Get("Retry-After"))
+	}
+	first.Close()
+	within(t, 3*time.Second, "the slot is free again", func() bool {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err == nil {
+			ws.Close()
+		}
+		return err == nil
+	})
 }
