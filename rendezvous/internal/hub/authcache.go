@@ -19,15 +19,9 @@ import (
 // any change the store's epoch shows (the admin CLI); and no answer is
 // older than cacheTTL.
 type authCache struct {
-	mu      sync.Mutex // guards the maps
-	devices map[string]cached[store.Device]
-	logins  map[string]cached[int64] // loginID → its user, while active
-	tokens  map[tokenKey]cached[string]
-}
-
-type cached[T any] struct {
-	v  T
-	at time.Time
+	devices memo[string, store.Device]
+	logins  memo[string, int64] // loginID → its user, while active
+	tokens  memo[tokenKey, string]
 }
 
 type tokenKey struct {
@@ -39,108 +33,100 @@ type tokenKey struct {
 // cacheTTL bounds how old a cached answer may be.
 const cacheTTL = 2 * time.Second
 
-func fresh[T any](c cached[T], ok bool) bool { return ok && time.Since(c.at) < cacheTTL }
+// memo is a map of answers with the time each was got, bounded in size.
+type memo[K comparable, V any] struct {
+	mu sync.Mutex // guards m
+	m  map[K]memoEntry[V]
+}
+
+type memoEntry[V any] struct {
+	v  V
+	at time.Time
+}
+
+// get is k's answer if it is younger than ttl.
+func (m *memo[K, V]) get(k K, ttl time.Duration) (V, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.m[k]
+	if !ok || time.Since(e.at) >= ttl {
+		var zero V
+		return zero, false
+	}
+	return e.v, true
+}
+
+func (m *memo[K, V]) put(k K, v V, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil || len(m.m) > 100000 {
+		m.m = map[K]memoEntry[V]{}
+	}
+	m.m[k] = memoEntry[V]{v: v, at: at}
+}
+
+func (m *memo[K, V]) forget(k K) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, k)
+}
+
+func (m *memo[K, V]) forgetAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	clear(m.m)
+}
 
 func (h *Hub) deviceRecord(ctx context.Context, id string) (store.Device, error) {
-	c := &h.auth
-	c.mu.Lock()
-	e, ok := c.devices[id]
-	c.mu.Unlock()
-	if fresh(e, ok) {
-		return e.v, nil
+	if rec, ok := h.auth.devices.get(id, cacheTTL); ok {
+		return rec, nil
 	}
 	rec, err := h.cfg.Store.Device(ctx, id)
-	if err != nil {
-		return rec, err
+	if err == nil {
+		h.auth.devices.put(id, rec, time.Now())
 	}
-	c.mu.Lock()
-	if c.devices == nil {
-		c.devices = map[string]cached[store.Device]{}
-	}
-	if len(c.devices) > 100000 {
-		clear(c.devices)
-	}
-	c.devices[id] = cached[store.Device]{v: rec, at: time.Now()}
-	c.mu.Unlock()
-	return rec, nil
+	return rec, err
 }
 
 func (h *Hub) loginActive(ctx context.Context, loginID string, user int64) (bool, error) {
-	c := &h.auth
-	c.mu.Lock()
-	e, ok := c.logins[loginID]
-	c.mu.Unlock()
-	if fresh(e, ok) && e.v == user {
+	if u, ok := h.auth.logins.get(loginID, cacheTTL); ok && u == user {
 		return true, nil
 	}
 	active, err := h.cfg.Store.LoginActive(ctx, loginID, user)
-	if err != nil || !active {
-		return active, err
+	if err == nil && active {
+		h.auth.logins.put(loginID, user, time.Now())
 	}
-	c.mu.Lock()
-	if c.logins == nil {
-		c.logins = map[string]cached[int64]{}
-	}
-	if len(c.logins) > 100000 {
-		clear(c.logins)
-	}
-	c.logins[loginID] = cached[int64]{v: user, at: time.Now()}
-	c.mu.Unlock()
-	return true, nil
+	return active, err
 }
 
 // ownerToken is the token the agent checks for an owner's session: one per
 // owner, camera and claim, re-signed when it has less than an hour left.
 func (h *Hub) ownerToken(user int64, rec store.Device, camera string) (string, error) {
 	k := tokenKey{user: user, device: rec.ID, claim: rec.ClaimID, camera: camera}
-	c := &h.auth
-	c.mu.Lock()
-	e, ok := c.tokens[k]
-	c.mu.Unlock()
-	if ok && time.Since(e.at) < h.cfg.AgentTokenTTL-time.Hour {
-		return e.v, nil
+	if tok, ok := h.auth.tokens.get(k, h.cfg.AgentTokenTTL-time.Hour); ok {
+		return tok, nil
 	}
 	claims := viewertoken.Claims{Device: rec.ID, Cameras: []string{camera}, Perms: []string{viewertoken.PermLive},
 		Owner: rec.OwnerID, Claim: rec.ClaimID}
 	claims.Subject = fmt.Sprintf("user:%d", user)
 	now := time.Now()
 	tok, err := viewertoken.Sign(h.cfg.Key, claims, now, h.cfg.AgentTokenTTL)
-	if err != nil {
-		return "", err
+	if err == nil {
+		h.auth.tokens.put(k, tok, now)
 	}
-	c.mu.Lock()
-	if c.tokens == nil {
-		c.tokens = map[tokenKey]cached[string]{}
-	}
-	if len(c.tokens) > 100000 {
-		clear(c.tokens)
-	}
-	c.tokens[k] = cached[string]{v: tok, at: now}
-	c.mu.Unlock()
-	return tok, nil
+	return tok, err
 }
 
 // forgetDevice drops a device's cached record (a claim or a removal).
-func (h *Hub) forgetDevice(id string) {
-	c := &h.auth
-	c.mu.Lock()
-	delete(c.devices, id)
-	c.mu.Unlock()
-}
+func (h *Hub) forgetDevice(id string) { h.auth.devices.forget(id) }
 
 // forgetLogin drops a sign-in's cached answer (a sign-out).
-func (h *Hub) forgetLogin(id string) {
-	c := &h.auth
-	c.mu.Lock()
-	delete(c.logins, id)
-	c.mu.Unlock()
-}
+func (h *Hub) forgetLogin(id string) { h.auth.logins.forget(id) }
 
-// forgetAll drops every cached answer (the store changed, maybe anything).
+// forgetAll drops every cached record and sign-in (the store changed,
+// maybe anything). Tokens stay: one names its claim, and a new claim
+// makes a new key.
 func (h *Hub) forgetAll() {
-	c := &h.auth
-	c.mu.Lock()
-	clear(c.devices)
-	clear(c.logins)
-	c.mu.Unlock()
+	h.auth.devices.forgetAll()
+	h.auth.logins.forgetAll()
 }
