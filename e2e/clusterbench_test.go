@@ -290,17 +290,8 @@ func (f *simFleet) dial(i int) (*websocket.Conn, error) {
 		return nil, err
 	}
 	key, id := f.keys[i], f.ids[i]
-	send := func(m proto.Message) error {
-		b, _ := proto.Encode(m)
-		return ws.WriteMessage(websocket.TextMessage, b)
-	}
-	read := func() (proto.Message, error) {
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			return nil, err
-		}
-		return proto.Decode(b)
-	}
+	send := func(m proto.Message) error { return wsSend(ws, m) }
+	read := func() (proto.Message, error) { return wsRead(ws) }
 	fail := func(err error) (*websocket.Conn, error) { ws.Close(); return nil, err }
 	if err := send(&proto.Hello{DeviceID: id, PublicKey: key.Public().(ed25519.PublicKey), AgentVersion: "bench",
 		Cameras: []proto.Camera{{ID: "1", Name: "Camera 1"}}}); err != nil {
@@ -345,8 +336,7 @@ func (f *simFleet) serve(i int, ws *websocket.Conn) {
 			}
 			if m, err := proto.Decode(b); err == nil {
 				if o, ok := m.(*proto.Offer); ok {
-					out, _ := proto.Encode(&proto.Answer{Session: o.Session, SDP: answerSDP})
-					_ = ws.WriteMessage(websocket.TextMessage, out)
+					_ = wsSend(ws, &proto.Answer{Session: o.Session, SDP: answerSDP})
 				}
 			}
 		}
@@ -460,11 +450,30 @@ func setupLoad(tb testing.TB, base, token string, ids []string, rate int, window
 
 var errSocket = errors.New("viewer socket failed")
 
+// wsSend writes one signaling message.
+func wsSend(ws *websocket.Conn, m proto.Message) error {
+	b, err := proto.Encode(m)
+	if err != nil {
+		return err
+	}
+	return ws.WriteMessage(websocket.TextMessage, b)
+}
+
+// wsRead reads one signaling message.
+func wsRead(ws *websocket.Conn) (proto.Message, error) {
+	_, b, err := ws.ReadMessage()
+	if err != nil {
+		return nil, err
+	}
+	return proto.Decode(b)
+}
+
 // setupOnce is one session: open, offer, the device's answer, bye.
 func setupOnce(ws *websocket.Conn, device, ref string) error {
+	// A failure of the socket itself ends the viewer (errSocket); one of
+	// the session, only that setup.
 	send := func(m proto.Message) error {
-		b, _ := proto.Encode(m)
-		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		if wsSend(ws, m) != nil {
 			return errSocket
 		}
 		return nil
