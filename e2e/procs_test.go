@@ -41,7 +41,11 @@ func goBuild(t testing.TB, pkg string, env ...string) string {
 		builtDir = dir
 	}
 	path := filepath.Join(builtDir, name)
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", path, pkg)
+	ld := "-s -w"
+	if os.Getenv("PEERCAM_SYMBOLS") != "" {
+		ld = "" // for perf
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ld, "-o", path, pkg)
 	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build %s %v: %v\n%s", pkg, env, err, out)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/rendezvous/server"
@@ -204,9 +205,13 @@ type whepViewer struct {
 }
 
 // openWHEPViewer starts a viewer from the calling goroutine and lets it run.
+// It decrypts and counts what it gets and does nothing else (no pion
+// interceptors: no NACKs, receiver reports or TWCC), so that in the
+// benchmarks the two cores go to the server under test, not to its
+// viewers.
 func openWHEPViewer(tb testing.TB, url, token string) *whepViewer {
 	tb.Helper()
-	v := &whepViewer{pc: newLoopbackPC(tb)}
+	v := &whepViewer{pc: loopbackPC(tb, &interceptor.Registry{})}
 	tb.Cleanup(func() { v.pc.Close() })
 	if _, err := v.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		tb.Fatal(err)

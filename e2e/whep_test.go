@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/internal/media/h264"
@@ -28,6 +29,13 @@ type whepResult struct {
 // newLoopbackPC makes a pion peer connection that gathers on 127.0.0.1 only.
 func newLoopbackPC(t testing.TB) *webrtc.PeerConnection {
 	t.Helper()
+	return loopbackPC(t, nil)
+}
+
+// loopbackPC is newLoopbackPC with the given interceptors; nil means
+// pion's defaults (NACKs, reports, TWCC, stats), an empty registry none.
+func loopbackPC(t testing.TB, ir *interceptor.Registry) *webrtc.PeerConnection {
+	t.Helper()
 	se := webrtc.SettingEngine{}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetInterfaceFilter(func(name string) bool { return name == "lo" })
@@ -36,7 +44,11 @@ func newLoopbackPC(t testing.TB) *webrtc.PeerConnection {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me)).NewPeerConnection(webrtc.Configuration{})
+	opts := []func(*webrtc.API){webrtc.WithSettingEngine(se), webrtc.WithMediaEngine(me)}
+	if ir != nil {
+		opts = append(opts, webrtc.WithInterceptorRegistry(ir))
+	}
+	pc, err := webrtc.NewAPI(opts...).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/peercam/peercam/device-agent/internal/portmap"
 	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/device-agent/internal/rvclient"
+	"github.com/peercam/peercam/device-agent/internal/udpbatch"
 	"github.com/peercam/peercam/internal/logging"
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/proto"
@@ -140,12 +141,19 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	listenIP, _ := netip.ParseAddr(host)
 	loopback := listenIP.IsLoopback()
 	protocols, _ := portmap.ParseProtocols(cfg.PortMapping) // checked by Validate
+	var sock net.PacketConn = a.udp
+	if uc, ok := a.udp.(*net.UDPConn); ok {
+		sock = udpbatch.New(uc, a.log)
+	}
 	pcfg := peer.Config{
-		UDPMux:          webrtc.NewICEUDPMux(logging.PionFactory{Log: a.log}.NewLogger("udpmux"), a.udp),
+		UDPMux:          webrtc.NewICEUDPMux(logging.PionFactory{Log: a.log}.NewLogger("udpmux"), sock),
 		IncludeLoopback: loopback,
 		QueueFrames:     cfg.ViewerQueueFrames,
 		Metrics:         a.metrics,
 		Logger:          a.log,
+	}
+	if bc, ok := sock.(*udpbatch.Conn); ok && bc.GSO() {
+		pcfg.Batch = bc
 	}
 	if len(protocols) > 0 && !loopback {
 		a.mapper = portmap.New(portmap.Config{Port: uint16(a.udp.LocalAddr().(*net.UDPAddr).Port), LocalIP: listenIP.Unmap(),

@@ -43,6 +43,10 @@ var ErrCodec = errors.New("no matching codec")
 type Config struct {
 	// UDPMux carries all WebRTC traffic on one UDP port.
 	UDPMux ice.UDPMux
+	// Batch, when set, is the socket under UDPMux: each frame a viewer is
+	// sent goes to it between Begin and Flush of the viewer's address, so
+	// it can leave in one system call (udpbatch).
+	Batch Batcher
 	// IncludeLoopback offers 127.0.0.1 candidates (tests, same-host viewers).
 	IncludeLoopback bool
 	// QueueFrames bounds each viewer's frame queue. Default 600 (a 4 s GOP at
@@ -64,6 +68,12 @@ type Config struct {
 	// Metrics receives the counters; default, a set of the Manager's own.
 	Metrics *metrics.Metrics
 	Logger  *slog.Logger
+}
+
+// Batcher gathers what is written to one address until Flush.
+type Batcher interface {
+	Begin(netip.AddrPort)
+	Flush(netip.AddrPort) error
 }
 
 // Manager owns the sessions.
@@ -181,6 +191,10 @@ type Session struct {
 	expiry *time.Timer
 	// up is set once the peer connection first reached connected.
 	up atomic.Bool
+	// dest is the viewer's address on the selected candidate pair when
+	// media leaves through the agent's own socket (not a TURN relay): the
+	// address frames are batched for.
+	dest atomic.Pointer[netip.AddrPort]
 
 	video, audio *webrtc.TrackLocalStaticRTP
 	// bound closes when pion binds the video track to its sender: until
@@ -378,6 +392,7 @@ func (m *Manager) newSession(req Request, info *fanout.Info) (*Session, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Session{id: req.Session, m: m, pc: pc, stream: req.Stream, boot: req.Bootstrap, send: req.Send, ctx: ctx, cancel: cancel, bound: make(chan struct{}),
 		log: m.log.With("session", req.Session, "camera", req.Camera), tokenID: req.TokenID, subject: req.Subject, camera: req.Camera, claim: req.Claim, owner: req.Owner, served: req.Served}
+	pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.onPair)
 	if s.video, err = webrtc.NewTrackLocalStaticRTP(videoCap, "video", "peercam-"+req.Camera); err != nil {
 		cancel()
 		_ = pc.Close()
@@ -686,6 +701,21 @@ func (s *Session) onState(st webrtc.PeerConnectionState) {
 	}
 }
 
+// onPair notes where media goes on the selected pair.
+func (s *Session) onPair(p *webrtc.ICECandidatePair) {
+	if p == nil || p.Local == nil || p.Remote == nil || p.Local.Typ == webrtc.ICECandidateTypeRelay {
+		s.dest.Store(nil)
+		return
+	}
+	ip, err := netip.ParseAddr(p.Remote.Address) // an mDNS name is not batched
+	if err != nil {
+		s.dest.Store(nil)
+		return
+	}
+	dest := netip.AddrPortFrom(ip, p.Remote.Port)
+	s.dest.Store(&dest)
+}
+
 func (s *Session) logPath() {
 	stats := s.pc.GetStats()
 	for _, v := range stats {
@@ -837,6 +867,7 @@ func (s *Session) write(sub *fanout.Sub) {
 	var lastOut time.Time
 	first, aFirst := true, true
 	mt := s.m.cfg.Metrics
+	batch := s.m.cfg.Batch
 	kind := proto.StreamMain
 	if s.served != nil && s.served.Stream != "" {
 		kind = s.served.Stream
@@ -923,12 +954,21 @@ func (s *Session) write(sub *fanout.Sub) {
 		}
 		first = false
 		lastIn = f.TS
+		dest := s.dest.Load()
+		if batch != nil && dest != nil {
+			batch.Begin(*dest)
+		}
 		for _, p := range f.Packets {
 			pkt := rtp.Packet{Header: p.Header, Payload: p.Payload}
 			pkt.SequenceNumber, pkt.Timestamp = vSeq, vTS
 			vSeq++
 			if err := s.video.WriteRTP(&pkt); err != nil {
 				s.log.Debug("video write", "err", err)
+			}
+		}
+		if batch != nil && dest != nil {
+			if err := batch.Flush(*dest); err != nil {
+				s.log.Debug("video send", "err", err)
 			}
 		}
 		if !behind {
