@@ -31,6 +31,24 @@ func procCPU(b testing.TB, pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
+// machineCPU is the CPU time every process on the machine has used so far
+// (all cores: user, nice, system, interrupts), and the time the hypervisor
+// gave this machine's cores to others (steal).
+func machineCPU(b testing.TB) (busy, steal time.Duration) {
+	b.Helper()
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(strings.SplitN(string(raw), "\n", 2)[0]) // cpu user nice system idle iowait irq softirq steal
+	var ticks [8]int64
+	for i := range ticks {
+		ticks[i], _ = strconv.ParseInt(f[1+i], 10, 64)
+	}
+	used := ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] // not idle, iowait, steal
+	return time.Duration(used) * time.Second / 100, time.Duration(ticks[7]) * time.Second / 100
+}
+
 func rssOf(b testing.TB, pid int) float64 {
 	rss, _ := procMemory(b, pid)
 	return rss

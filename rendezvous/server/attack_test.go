@@ -755,3 +755,34 @@ func TestAttackRemoveFromCLIEndsSessions(t *testing.T) {
 		t.Fatalf("CLI removal took %v to end the session, want under 2 s", el)
 	}
 }
+
+// The node holds a connected, claimed device's record for authorize (it
+// reads no store row per open). A removal by the admin CLI, another
+// process, must still end what the held record allows: once the node has
+// seen the store change (it tells the device it is unclaimed), the former
+// owner's open is refused. A node that kept the record it held would open
+// it, and this case would fail.
+func TestAttackHeldRecordAfterCLIRemoval(t *testing.T) {
+	s := start(t)
+	d := onlineDevice(t, s)
+	recvUntil(t, d.ws, "claimed notice", func(m proto.Message) bool { _, ok := m.(*proto.Claimed); return ok })
+	c := s.client(t)
+	c.login("alice", "alice-password")
+	v := dial(t, s, "/ws/viewer", http.Header{"Cookie": {cookieOf(t, c)}})
+	for range 2 { // the first open reads the record and holds it, the second uses it
+		send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+		sess, ok := recv(t, v).(*proto.Session)
+		if !ok {
+			t.Fatal("the owner could not open before the removal")
+		}
+		send(t, v, &proto.Bye{Session: sess.Session})
+	}
+	if _, err := RemoveDevice(context.Background(), s.dir, "alice", d.id); err != nil {
+		t.Fatalf("device remove: %v", err)
+	}
+	recvUntil(t, d.ws, "unclaimed notice", func(m proto.Message) bool { _, ok := m.(*proto.Unclaimed); return ok })
+	send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+	if m := recv(t, v); !isError(m, proto.CodeNotFound) {
+		t.Fatalf("the former owner's open after a CLI removal: %#v, want not_found", m)
+	}
+}

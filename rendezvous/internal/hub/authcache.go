@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/peercam/peercam/internal/viewertoken"
@@ -16,9 +17,15 @@ import (
 // owners a second on a busy node, do not each cost the store two queries
 // and a signature. Everything that changes an answer drops it: a claim or
 // removal (Sync, on every node), a sign-out (EndLogin, on every node), and
-// any change the store's epoch shows (the admin CLI); and no answer is
-// older than cacheTTL.
+// any change the store's epoch shows (every claim, removal, revocation and
+// sign-out bumps it, whichever process made it, and every node reads it
+// twice a second); and no answer is older than cacheTTL. The record of a
+// device connected to this node is held longer, in its device entry: read
+// at its handshake, it stays until one of those drops it, so that opens to
+// a fleet of connected devices cost the store nothing for the device.
 type authCache struct {
+	// gen counts forgets: a record read while it moved may be stale.
+	gen     atomic.Uint64
 	devices memo[string, store.Device]
 	logins  memo[string, int64] // loginID → its user, while active
 	tokens  memo[tokenKey, string]
@@ -78,15 +85,37 @@ func (m *memo[K, V]) forgetAll() {
 }
 
 func (h *Hub) deviceRecord(ctx context.Context, id string) (store.Device, error) {
+	h.mu.Lock()
+	if d := h.devices[id]; d != nil && d.held {
+		rec := d.rec
+		h.mu.Unlock()
+		return rec, nil
+	}
+	h.mu.Unlock()
 	if rec, ok := h.auth.devices.get(id, cacheTTL); ok {
 		return rec, nil
 	}
+	gen := h.auth.gen.Load()
 	rec, err := h.cfg.Store.Device(ctx, id)
-	if err == nil {
-		h.auth.devices.put(id, rec, time.Now())
+	if err != nil {
+		return rec, err
 	}
-	return rec, err
+	h.auth.devices.put(id, rec, time.Now())
+	h.mu.Lock()
+	if d := h.devices[id]; d != nil && holds(rec) && h.auth.gen.Load() == gen {
+		d.rec, d.held = rec, true
+	}
+	h.mu.Unlock()
+	return rec, nil
 }
+
+// holds tells whether a record read from the store may be held: only if
+// nothing was forgotten while it was read (the caller checks the
+// generation) and only a claimed device's. An unclaimed device's record is
+// read again at every open, so a claim made a moment ago by another
+// process (the admin CLI) counts at once rather than at the next epoch
+// poll; opens to an unclaimed device are refused anyway and rare.
+func holds(rec store.Device) bool { return rec.OwnerID != 0 }
 
 func (h *Hub) loginActive(ctx context.Context, loginID string, user int64) (bool, error) {
 	if u, ok := h.auth.logins.get(loginID, cacheTTL); ok && u == user {
@@ -117,8 +146,17 @@ func (h *Hub) ownerToken(user int64, rec store.Device, camera string) (string, e
 	return tok, err
 }
 
-// forgetDevice drops a device's cached record (a claim or a removal).
-func (h *Hub) forgetDevice(id string) { h.auth.devices.forget(id) }
+// forgetDevice drops a device's cached and held record (a claim or a
+// removal).
+func (h *Hub) forgetDevice(id string) {
+	h.auth.gen.Add(1)
+	h.auth.devices.forget(id)
+	h.mu.Lock()
+	if d := h.devices[id]; d != nil {
+		d.held = false
+	}
+	h.mu.Unlock()
+}
 
 // forgetLogin drops a sign-in's cached answer (a sign-out).
 func (h *Hub) forgetLogin(id string) { h.auth.logins.forget(id) }
@@ -127,6 +165,12 @@ func (h *Hub) forgetLogin(id string) { h.auth.logins.forget(id) }
 // maybe anything). Tokens stay: one names its claim, and a new claim
 // makes a new key.
 func (h *Hub) forgetAll() {
+	h.auth.gen.Add(1)
 	h.auth.devices.forgetAll()
+	h.mu.Lock()
+	for _, d := range h.devices {
+		d.held = false
+	}
+	h.mu.Unlock()
 	h.auth.logins.forgetAll()
 }

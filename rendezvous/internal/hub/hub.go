@@ -196,6 +196,11 @@ type device struct {
 	gen       string
 	since     int64
 	movedAway bool
+	// rec is the device's store record as its handshake read it, held
+	// (while held is set; both guarded by Hub.mu) for authorize until
+	// anything says it changed: a Sync, an epoch change (forgetAll).
+	rec  store.Device
+	held bool
 }
 
 // endpoint is the viewer end of a session: a WebSocket viewer or a WHEP
@@ -544,6 +549,7 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 		h.sendErr(c, proto.NewError("", proto.CodeAuthFailed, "signature does not verify"))
 		return nil, errors.New("bad signature")
 	}
+	gen := h.auth.gen.Load()
 	rec, err := h.cfg.Store.RegisterDevice(ctx, hello.DeviceID, pub, hello.Cameras)
 	if errors.Is(err, store.ErrKeyMismatch) {
 		h.sendErr(c, proto.NewError("", proto.CodeKeyMismatch, "this device ID is registered with another key"))
@@ -564,7 +570,8 @@ func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
 	}); err != nil {
 		return nil, err
 	}
-	return &device{id: hello.DeviceID, conn: c, cameras: hello.Cameras, owner: rec.OwnerID, claim: rec.ClaimID}, nil
+	return &device{id: hello.DeviceID, conn: c, cameras: hello.Cameras, owner: rec.OwnerID, claim: rec.ClaimID,
+		rec: rec, held: holds(rec) && h.auth.gen.Load() == gen}, nil
 }
 
 // startClaimLocked starts the loop that keeps a fresh claim code on an
