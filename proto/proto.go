@@ -464,13 +464,16 @@ func decodeFast(b []byte) Message {
 		return nil
 	}
 	m := newMsg()
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if dec.Decode(m) != nil {
-		return nil
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil
+	if !decodeFlat(b, typ, m) {
+		m = newMsg()
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if dec.Decode(m) != nil {
+			return nil
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return nil
+		}
 	}
 	if h := m.envelope(); h.Type != typ || h.V != ProtocolVersion || m.validate() != nil {
 		return nil

@@ -149,6 +149,14 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"v":1,"type":"hello","device_id":"d","public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","cameras":[{"id":"1","name":"x"}]}`))
 	f.Add([]byte(`{"v":1,"type":"offer","type":"answer","session":"s","sdp":"x"}`))
 	f.Add([]byte(`{"v":2,"type":"bye","session":"s"}`))
+	// What decodeFlat takes, and what it must leave to the strict path.
+	f.Add([]byte(`{"v":1,"type":"offer","session":"s","sdp":"v=0\r\na=x\t\"q\" \\ \/ é","trickle":true}`))
+	f.Add([]byte(`{"v":1,"type":"candidate","session":"s","candidate":"c","sdp_mid":"0","sdp_mline_index":65535}`))
+	f.Add([]byte(` {"type":"answer" , "v":1,"session":"s","sdp":"\u0041"} `))
+	f.Add([]byte(`{"v":1,"type":"bye","session":"s","SESSION":"t"}`))
+	f.Add([]byte(`{"v":01,"type":"bye","session":"s"}`))
+	f.Add([]byte("{\"v\":1,\"type\":\"bye\",\"session\":\"\xff\"}"))
+	f.Add([]byte(`{"v":1,"type":"candidate","session":"s","candidate":"c","sdp_mid":null}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// The fast path accepts only what the strict one does, the same.
 		if fast := decodeFast(b); fast != nil {
@@ -195,6 +203,46 @@ func BenchmarkDecodeCandidate(b *testing.B) {
 	for b.Loop() {
 		if _, err := Decode(in); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestDecodeFlat: the frames a rendezvous relays most take the one-pass
+// path; what it is not sure of goes the strict way (and decodes the same,
+// or fails the same: FuzzDecode).
+func TestDecodeFlat(t *testing.T) {
+	mid, idx, yes := "0", uint16(1), true
+	for _, m := range []Message{
+		&Offer{Session: "s", SDP: "v=0\r\na=fingerprint:sha-256 AB:CD\r\n\"é\"", Trickle: &yes},
+		&Answer{Session: "s", SDP: "v=0\r\n"},
+		&Candidate{Session: "s", Candidate: "candidate:1 1 udp 1 10.0.0.1 9 typ host", SDPMid: &mid, SDPMLineIndex: &idx},
+		&Open{Device: "d", Camera: "1", Ref: "r"},
+		&Bye{Session: "s", Reason: "viewer left"},
+	} {
+		b, err := Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := constructors[m.MessageType()]()
+		if !decodeFlat(b, m.MessageType(), got) {
+			t.Errorf("%s did not take the one-pass path: %s", m.MessageType(), b)
+			continue
+		}
+		if !reflect.DeepEqual(got, m) {
+			t.Errorf("one-pass decode of %s: %#v, want %#v", b, got, m)
+		}
+	}
+	for _, b := range []string{
+		`{"v":1,"type":"answer","session":"s","sdp":"\u0041"}`,        // \u escape
+		`{"v":1,"type":"bye","session":"s","Session":"t"}`,            // a key as json matches it, not as written
+		`{"v":1,"type":"bye","session":"s","session":"t"}`,            // twice
+		`{"v":1,"type":"answer","session":"s","sdp":"x","served":{}}`, // an object
+		`{"v":1,"type":"bye","session":"s"} x`,                        // after the object
+		"{\"v\":1,\"type\":\"bye\",\"session\":\"\xff\"}",             // not UTF-8
+		`{"v":1.0,"type":"bye","session":"s"}`,                        // not an integer
+	} {
+		if decodeFlat([]byte(b), "bye", &Bye{}) || decodeFlat([]byte(b), "answer", &Answer{}) {
+			t.Errorf("%s took the one-pass path", b)
 		}
 	}
 }
