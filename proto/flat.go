@@ -83,10 +83,18 @@ const (
 // version; strings; pointers to strings, uint16s and bools) by JSON name;
 // nil for a type with more than 64 of them.
 func flatFieldsOf(typ string) map[string]flatField {
-	return flatFields()[typ]
+	flatOnce.Do(buildFlatFields)
+	return flatByType[typ]
 }
 
-var flatFields = sync.OnceValue(func() map[string]map[string]flatField {
+// Built on first use, not at init: a package-level initializer would keep
+// all of this in the agent's binary, which never decodes this way.
+var (
+	flatOnce   sync.Once
+	flatByType map[string]map[string]flatField
+)
+
+func buildFlatFields() {
 	out := map[string]map[string]flatField{}
 	for typ, newMsg := range constructors {
 		fields := map[string]flatField{}
@@ -126,8 +134,8 @@ var flatFields = sync.OnceValue(func() map[string]map[string]flatField {
 			out[typ] = fields
 		}
 	}
-	return out
-})
+	flatByType = out
+}
 
 // value reads one value of kind into dst.
 func (p *flatParser) value(dst reflect.Value, kind flatKind) bool {

@@ -443,6 +443,16 @@ func Decode(b []byte) (Message, error) {
 
 var typeKey = []byte(`"type":"`)
 
+// flat is decodeFlat once DecodeOnePass was called.
+var flat func(b []byte, typ string, m Message) bool
+
+// DecodeOnePass makes Decode read the frames a relay sees most (offers,
+// answers, candidates, opens, byes) in one pass (decodeFlat). The
+// rendezvous turns it on; the agent, which decodes a few frames a session
+// and whose binary must fit small recorders' flash, leaves it off, and the
+// linker leaves it out. Call it before decoding starts.
+func DecodeOnePass() { flat = decodeFlat }
+
 // decodeFast is Decode for a well-formed frame in one strict pass instead
 // of two: it guesses the type from the first "type":"…" in the frame and
 // keeps the result only if the strict decode agrees on type and version
@@ -464,7 +474,7 @@ func decodeFast(b []byte) Message {
 		return nil
 	}
 	m := newMsg()
-	if !decodeFlat(b, typ, m) {
+	if flat == nil || !flat(b, typ, m) {
 		m = newMsg()
 		dec := json.NewDecoder(bytes.NewReader(b))
 		dec.DisallowUnknownFields()

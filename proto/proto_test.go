@@ -144,6 +144,7 @@ func TestDeviceIDAndAuth(t *testing.T) {
 }
 
 func FuzzDecode(f *testing.F) {
+	DecodeOnePass()
 	f.Add([]byte(`{"v":1,"type":"open","device":"d","camera":"1"}`))
 	f.Add([]byte(`{"v":1,"type":"candidate","session":"s","candidate":"","sdp_mline_index":0}`))
 	f.Add([]byte(`{"v":1,"type":"hello","device_id":"d","public_key":"BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=","cameras":[{"id":"1","name":"x"}]}`))
@@ -188,6 +189,7 @@ func FuzzDecode(f *testing.F) {
 }
 
 func BenchmarkDecodeOffer(b *testing.B) {
+	DecodeOnePass()
 	in, _ := Encode(&Offer{Session: "0123456789abcdef01234567", SDP: strings.Repeat("a=candidate:1 1 udp 2130706431 192.168.1.20 8189 typ host\r\n", 60)})
 	b.ReportAllocs()
 	for b.Loop() {
@@ -198,6 +200,7 @@ func BenchmarkDecodeOffer(b *testing.B) {
 }
 
 func BenchmarkDecodeCandidate(b *testing.B) {
+	DecodeOnePass()
 	in := []byte(`{"v":1,"type":"candidate","session":"0123456789abcdef","candidate":"candidate:1 1 udp 2130706431 192.168.1.20 8189 typ host","sdp_mid":"0","sdp_mline_index":0}`)
 	b.ReportAllocs()
 	for b.Loop() {

@@ -247,6 +247,10 @@ type session struct {
 }
 
 // New returns a Hub.
+// A rendezvous relays every session's offer and answer: it reads them in
+// one pass.
+func init() { proto.DecodeOnePass() }
+
 func New(cfg Config) *Hub {
 	if cfg.ClaimTTL == 0 {
 		cfg.ClaimTTL = 10 * time.Minute
