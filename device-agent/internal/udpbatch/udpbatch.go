@@ -42,6 +42,10 @@ type Conn struct {
 	failed atomic.Int32
 	log    *slog.Logger
 
+	// sendRun is sendGSO; a test makes it fail as a device without
+	// checksum offload does.
+	sendRun func(run []byte, size int, sa syscall.Sockaddr) error
+
 	open    atomic.Int32 // len(batches), read without the lock
 	mu      sync.Mutex
 	batches map[netip.AddrPort]*batch
@@ -59,6 +63,7 @@ type batch struct {
 func New(c *net.UDPConn, log *slog.Logger) *Conn {
 	bc := &Conn{c: c, log: log, batches: map[netip.AddrPort]*batch{}}
 	bc.pool.New = func() any { return &batch{buf: make([]byte, 0, 16<<10)} }
+	bc.sendRun = bc.sendGSO
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return bc
@@ -71,8 +76,34 @@ func New(c *net.UDPConn, log *slog.Logger) *Conn {
 		domain, domErr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, soDomain)
 	})
 	bc.inet6 = domain == syscall.AF_INET6
-	bc.gso.Store(gsoErr == nil && domErr == nil)
+	bc.gso.Store(gsoErr == nil && domErr == nil && bc.probe())
 	return bc
+}
+
+// probe sends one segmented datagram to a loopback socket of its own and
+// tells whether it arrived as the two it should be. A kernel that has the
+// option but mishandles it, or an emulator between the agent and the
+// kernel (qemu-user passes the control message's bytes through, so a
+// big-endian guest's segment size reaches a little-endian kernel swapped),
+// would send one large datagram to every viewer instead.
+func (c *Conn) probe() bool {
+	r, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return false
+	}
+	defer r.Close()
+	sa, ok := c.sockaddr(r.LocalAddr().(*net.UDPAddr).AddrPort())
+	if !ok || c.sendGSO(make([]byte, 300), 200, sa) != nil {
+		return false
+	}
+	_ = r.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 512)
+	for _, want := range []int{200, 100} {
+		if n, err := r.Read(buf); err != nil || n != want {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadFrom, WriteTo, Close, LocalAddr and the deadlines are the socket's
@@ -167,7 +198,7 @@ func (c *Conn) send(bt *batch, addr netip.AddrPort) error {
 		var err error
 		if j-i == 1 || !ok || !c.gso.Load() {
 			err = c.each(run, bt.sizes[i:j], addr)
-		} else if err = c.sendGSO(run, size, sa); err != nil {
+		} else if err = c.sendRun(run, size, sa); err != nil {
 			if c.failed.Add(1) == gsoFailures && c.gso.CompareAndSwap(true, false) {
 				c.log.Info("UDP segmentation offload failed; sending one packet a system call", "err", err)
 			}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -17,6 +18,17 @@ func listen(t *testing.T, network, addr string) *net.UDPConn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// newConn is a batching socket on loopback; this kernel (4.18+) has GSO
+// and the tests below are about using it.
+func newConn(t *testing.T) *Conn {
+	t.Helper()
+	c := New(listen(t, "udp4", "127.0.0.1:0"), slog.New(slog.DiscardHandler))
+	if !c.GSO() {
+		t.Fatal("this kernel has UDP GSO (4.18+), but it was not found, or its probe failed")
+	}
 	return c
 }
 
@@ -100,7 +112,7 @@ func TestBatch(t *testing.T) {
 
 // TestBatchNested: an inner Flush does not send; the outer one does.
 func TestBatchNested(t *testing.T) {
-	c := New(listen(t, "udp4", "127.0.0.1:0"), slog.New(slog.DiscardHandler))
+	c := newConn(t)
 	r := listen(t, "udp4", "127.0.0.1:0")
 	to := r.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.Begin(to)
@@ -121,7 +133,7 @@ func TestBatchNested(t *testing.T) {
 // TestBatchOthersUnaffected: a batch open for one viewer holds nothing
 // back from another.
 func TestBatchOthersUnaffected(t *testing.T) {
-	c := New(listen(t, "udp4", "127.0.0.1:0"), slog.New(slog.DiscardHandler))
+	c := newConn(t)
 	a, b := listen(t, "udp4", "127.0.0.1:0"), listen(t, "udp4", "127.0.0.1:0")
 	toA, toB := a.LocalAddr().(*net.UDPAddr).AddrPort(), b.LocalAddr().(*net.UDPAddr).AddrPort()
 	c.Begin(toA)
@@ -130,6 +142,39 @@ func TestBatchOthersUnaffected(t *testing.T) {
 	receive(t, b, [][]byte{[]byte("now")})
 	_ = c.Flush(toA)
 	receive(t, a, [][]byte{[]byte("held")})
+}
+
+// TestBatchGSOFails: when the kernel refuses a segmented send (EIO from a
+// device without checksum offload), the batch still arrives whole, one
+// datagram a call, and after a few such refusals GSO is turned off.
+func TestBatchGSOFails(t *testing.T) {
+	c := newConn(t)
+	calls := 0
+	c.sendRun = func([]byte, int, syscall.Sockaddr) error { calls++; return syscall.EIO }
+	r := listen(t, "udp4", "127.0.0.1:0")
+	to := r.LocalAddr().(*net.UDPAddr).AddrPort()
+	for i := 0; c.GSO(); i++ {
+		if i == 10 {
+			t.Fatalf("GSO still on after %d refused sends", calls)
+		}
+		want := packets()
+		c.Begin(to)
+		for _, p := range want {
+			_, _ = c.WriteToAddrPort(p, to)
+		}
+		if err := c.Flush(to); err != nil {
+			t.Fatalf("flush after the fallback: %v", err)
+		}
+		receive(t, r, want)
+	}
+	if calls != gsoFailures {
+		t.Fatalf("%d refused sends before GSO went off, want %d", calls, gsoFailures)
+	}
+	// Off: Begin gathers nothing, a write goes at once.
+	c.Begin(to)
+	_, _ = c.WriteToAddrPort([]byte("now"), to)
+	receive(t, r, [][]byte{[]byte("now")})
+	_ = c.Flush(to)
 }
 
 func BenchmarkFrame(b *testing.B) {
