@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -149,13 +148,12 @@ func TestBatchOthersUnaffected(t *testing.T) {
 // datagram a call, and after a few such refusals GSO is turned off.
 func TestBatchGSOFails(t *testing.T) {
 	c := newConn(t)
-	calls := 0
-	c.sendRun = func([]byte, int, syscall.Sockaddr) error { calls++; return syscall.EIO }
+	c.refuseGSO = true
 	r := listen(t, "udp4", "127.0.0.1:0")
 	to := r.LocalAddr().(*net.UDPAddr).AddrPort()
 	for i := 0; c.GSO(); i++ {
 		if i == 10 {
-			t.Fatalf("GSO still on after %d refused sends", calls)
+			t.Fatalf("GSO still on after %d refused sends", c.failed.Load())
 		}
 		want := packets()
 		c.Begin(to)
@@ -167,8 +165,8 @@ func TestBatchGSOFails(t *testing.T) {
 		}
 		receive(t, r, want)
 	}
-	if calls != gsoFailures {
-		t.Fatalf("%d refused sends before GSO went off, want %d", calls, gsoFailures)
+	if n := c.failed.Load(); n != gsoFailures {
+		t.Fatalf("%d refused sends before GSO went off, want %d", n, gsoFailures)
 	}
 	// Off: Begin gathers nothing, a write goes at once.
 	c.Begin(to)
