@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/http"
 	"testing"
 	"time"
 
@@ -166,4 +167,33 @@ func TestSignalingRateLimit(t *testing.T) {
 	if bye, _ := nextBye(t, dev, 2*time.Second); bye == nil || bye.Session != otherSess.Session {
 		t.Fatalf("the other viewer's bye did not arrive: %#v", bye)
 	}
+}
+
+// A page that stays open opens and ends many sessions on one socket; the
+// rendezvous keeps its list of them to the live ones, and closing the
+// socket still ends the one that stayed live through it all.
+func TestViewerSocketManySessions(t *testing.T) {
+	s := startWith(t, func(c *Config) { c.OpenBurst = 1000 })
+	d := onlineDevice(t, s)
+	c := s.client(t)
+	c.login("alice", "alice-password")
+	v := dial(t, s, "/ws/viewer", http.Header{"Cookie": {cookieOf(t, c)}})
+	send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+	live, ok := recv(t, v).(*proto.Session)
+	if !ok {
+		t.Fatal("the first open was refused")
+	}
+	for i := range 130 { // past two prunings (at 64 and 128)
+		send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+		sess, ok := recv(t, v).(*proto.Session)
+		if !ok {
+			t.Fatalf("open %d refused", i)
+		}
+		send(t, v, &proto.Bye{Session: sess.Session})
+	}
+	_ = v.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""), time.Now().Add(time.Second))
+	recvUntil(t, d.ws, "bye for the live session", func(m proto.Message) bool {
+		b, ok := m.(*proto.Bye)
+		return ok && b.Session == live.Session
+	})
 }

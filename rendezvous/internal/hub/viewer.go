@@ -62,6 +62,11 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 				continue
 			}
 			mine = append(mine, s.id)
+			if n := len(mine); n >= 64 && n&(n-1) == 0 {
+				// A page that stays for days opens thousands: keep the
+				// list to the sessions still this socket's.
+				mine = h.ownedBy(ep, mine)
+			}
 			_ = c.Send(&proto.Session{Session: s.id, ICEServers: h.cfg.ICEServers(), Ref: m.Ref})
 		case *proto.Offer:
 			fwd, err := h.offerFor(ep, m.Session, m.SDP, true)
@@ -105,6 +110,20 @@ func (h *Hub) ServeViewer(ctx context.Context, c *wsconn.Conn, vc ViewerConn) {
 			h.close(ep, sid, "viewer gone")
 		}
 	})
+}
+
+// ownedBy is the part of ids that are live sessions of ep: what closing
+// ep would end (Hub.close does nothing for the rest).
+func (h *Hub) ownedBy(ep endpoint, ids []string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	kept := ids[:0]
+	for _, id := range ids {
+		if s := h.sessions[id]; s != nil && s.viewer == ep {
+			kept = append(kept, id)
+		}
+	}
+	return kept
 }
 
 func (h *Hub) openFromViewer(ctx context.Context, v Viewer, parse TokenParser, allow func(string) error, m *proto.Open, ep endpoint) (*session, error) {
