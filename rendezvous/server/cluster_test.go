@@ -157,3 +157,38 @@ func TestHandshakeAdmission(t *testing.T) {
 		return err == nil
 	})
 }
+
+// The device's node holds its record for opens made there; a removal made
+// through another node ends what that record allowed: once the device has
+// been told it is unclaimed, the former owner's open on the device's node
+// is refused.
+func TestClusterHeldRecordRemovedElsewhere(t *testing.T) {
+	nodes := startNodes(t, 2)
+	A, B := nodes[0], nodes[1]
+	_, key, _ := ed25519.GenerateKey(nil)
+	d := authed(t, A, key)
+	if err := ClaimDevice(context.Background(), A.dir, "alice", d.id, "Door"); err != nil {
+		t.Fatal(err)
+	}
+	recvUntil(t, d.ws, "claimed notice", func(m proto.Message) bool { _, ok := m.(*proto.Claimed); return ok })
+	alice := A.client(t)
+	alice.login("alice", "alice-password")
+	v := dial(t, A, "/ws/viewer", http.Header{"Cookie": {cookieOf(t, alice)}})
+	for range 2 { // read and held, then used
+		send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+		sess, ok := recv(t, v).(*proto.Session)
+		if !ok {
+			t.Fatal("the owner could not open on the device's node")
+		}
+		send(t, v, &proto.Bye{Session: sess.Session})
+	}
+	tok, _ := loginToken(t, B, "alice")
+	if st, body := bearerDo(t, B, tok, "DELETE", "/api/devices/"+d.id, nil); st != 200 {
+		t.Fatalf("remove on B: %d %v", st, body)
+	}
+	recvUntil(t, d.ws, "unclaimed notice", func(m proto.Message) bool { _, ok := m.(*proto.Unclaimed); return ok })
+	send(t, v, &proto.Open{Device: d.id, Camera: "1"})
+	if m := recv(t, v); !isError(m, proto.CodeNotFound) {
+		t.Fatalf("the former owner's open on A after a removal on B: %#v, want not_found", m)
+	}
+}
