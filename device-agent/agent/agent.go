@@ -29,6 +29,7 @@ import (
 	"github.com/peercam/peercam/device-agent/internal/rvclient"
 	"github.com/peercam/peercam/device-agent/internal/udpbatch"
 	"github.com/peercam/peercam/internal/logging"
+	"github.com/peercam/peercam/internal/redact"
 	"github.com/peercam/peercam/internal/viewertoken"
 	"github.com/peercam/peercam/proto"
 )
@@ -110,7 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 				ISAPI: webOrigin(oc.url)})
 			resolvers[id] = oc
 			a.log.Info("onvif: camera found", "id", id, "device", oc.url, "source", oc.cam.Source, "codec", oc.cam.Encoding,
-				"main", rtspsource.Redact(oc.cam.MainURL), "sub", rtspsource.Redact(oc.cam.SubURL))
+				"main", redact.URL(oc.cam.MainURL), "sub", redact.URL(oc.cam.SubURL))
 		}
 	}
 	for _, c := range cams {

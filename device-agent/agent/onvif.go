@@ -14,8 +14,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/peercam/peercam/device-agent/internal/rtspsource"
 	"github.com/peercam/peercam/internal/onvif"
+	"github.com/peercam/peercam/internal/redact"
 )
 
 // ONVIFConfig is one camera or recorder whose streams the agent finds
@@ -217,10 +217,10 @@ func Discover(ctx context.Context, o DiscoverOptions, w io.Writer) error {
 			info.FirmwareVersion, u, len(cams))
 		for _, cam := range cams {
 			id++
-			fmt.Fprintf(w, "#   %s: main %s %dx%d %s\n", cam.Source, cam.Main.Encoding, cam.Main.Width, cam.Main.Height, rtspsource.Redact(cam.MainURL))
+			fmt.Fprintf(w, "#   %s: main %s %dx%d %s\n", cam.Source, cam.Main.Encoding, cam.Main.Width, cam.Main.Height, redact.URL(cam.MainURL))
 			entry := fmt.Sprintf("  - name: %s\n    url: %s\n", yamlString(cameraName(info, cam, id)), cam.MainURL)
 			if cam.Sub != nil {
-				fmt.Fprintf(w, "#   %s: sub  %s %dx%d %s\n", cam.Source, cam.Sub.Encoding, cam.Sub.Width, cam.Sub.Height, rtspsource.Redact(cam.SubURL))
+				fmt.Fprintf(w, "#   %s: sub  %s %dx%d %s\n", cam.Source, cam.Sub.Encoding, cam.Sub.Width, cam.Sub.Height, redact.URL(cam.SubURL))
 				entry += fmt.Sprintf("    sub_url: %s\n", cam.SubURL)
 			}
 			yamlCams = append(yamlCams, entry)

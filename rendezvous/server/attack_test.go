@@ -558,15 +558,10 @@ func isError(m proto.Message, code proto.Code) bool {
 	return ok && e.Code == code
 }
 
+// waitUntil is within 5 s.
 func waitUntil(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	within(t, 5*time.Second, what, ok)
 }
 
 // API shares without max_viewers get one viewer, and sessions that never

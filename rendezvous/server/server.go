@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/peercam/peercam/internal/redact"
 	"github.com/peercam/peercam/internal/wsconn"
 	"github.com/peercam/peercam/proto"
 	"github.com/peercam/peercam/rendezvous/internal/api"
@@ -124,7 +125,7 @@ func (c Config) Validate() error {
 		return errors.New("rendezvous: nats: several nodes need one shared database; give -store postgres://… too")
 	}
 	if c.Store != "" && !store.IsURL(c.Store) {
-		return fmt.Errorf("rendezvous: store: %q is not a postgres:// URL (leave it empty for SQLite in -data)", store.Redact(c.Store))
+		return fmt.Errorf("rendezvous: store: %q is not a postgres:// URL (leave it empty for SQLite in -data)", redact.URL(c.Store))
 	}
 	if c.DataDir == "" {
 		return errors.New("rendezvous: data: missing directory")
@@ -393,7 +394,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		errc <- err
 	}()
-	s.log.Info("rendezvous ready", "url", s.cfg.PublicURL, "stun", s.STUNAddr(), "store", store.Redact(s.cfg.StoreAt()), "node", s.Node())
+	s.log.Info("rendezvous ready", "url", s.cfg.PublicURL, "stun", s.STUNAddr(), "store", redact.URL(s.cfg.StoreAt()), "node", s.Node())
 	var err error
 	select {
 	case <-ctx.Done():

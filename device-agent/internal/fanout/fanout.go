@@ -25,6 +25,7 @@ import (
 	"github.com/peercam/peercam/internal/backoff"
 	"github.com/peercam/peercam/internal/media/h264"
 	"github.com/peercam/peercam/internal/media/h265"
+	"github.com/peercam/peercam/internal/redact"
 )
 
 // encoder packetizes access units for viewers; rtph264's and rtph265's are.
@@ -392,13 +393,13 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 			s.lost(err, why)
 		}
 		wait := retry.Delay(attempt, time.Since(outage))
-		s.log.Warn("camera stream failed; retrying", "url", rtspsource.Redact(url), "err", err, "in", wait.Round(time.Millisecond))
+		s.log.Warn("camera stream failed; retrying", "url", redact.URL(url), "err", err, "in", wait.Round(time.Millisecond))
 		if s.cfg.Resolve != nil {
 			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if u, rerr := s.cfg.Resolve(rctx); rerr != nil {
 				s.log.Warn("could not look the stream up again over ONVIF", "err", rerr)
 			} else if u != url {
-				s.log.Info("the camera's stream moved; using its new URL", "url", rtspsource.Redact(u))
+				s.log.Info("the camera's stream moved; using its new URL", "url", redact.URL(u))
 				url = u
 			}
 			cancel()

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the database/sql driver "pgx"
 	_ "modernc.org/sqlite"             // the database/sql driver "sqlite"
 
+	"github.com/peercam/peercam/internal/redact"
 	"github.com/peercam/peercam/proto"
 )
 
@@ -174,22 +174,10 @@ func Open(where string) (*Store, error) {
 	return openSQLite(where)
 }
 
-// Redact hides the password in a database URL, for logs and errors.
-func Redact(where string) string {
-	u, err := url.Parse(where)
-	if err != nil || u.User == nil {
-		return where
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
-}
-
 func openPostgres(dsn string) (*Store, error) {
 	sdb, err := sql.Open("pgx", dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store: %s: %w", Redact(dsn), err)
+		return nil, fmt.Errorf("store: %s: %w", redact.URL(dsn), err)
 	}
 	// A node's queries are short; a few connections serve thousands of
 	// devices, and several nodes share the server's max_connections.
@@ -201,11 +189,11 @@ func openPostgres(dsn string) (*Store, error) {
 	defer cancel()
 	if err := sdb.PingContext(ctx); err != nil {
 		sdb.Close()
-		return nil, fmt.Errorf("store: cannot reach PostgreSQL at %s: %w", Redact(dsn), err)
+		return nil, fmt.Errorf("store: cannot reach PostgreSQL at %s: %w", redact.URL(dsn), err)
 	}
 	if _, err := st.Migrate(ctx); err != nil {
 		sdb.Close()
-		return nil, fmt.Errorf("store: %s: %w", Redact(dsn), err)
+		return nil, fmt.Errorf("store: %s: %w", redact.URL(dsn), err)
 	}
 	return st, nil
 }
