@@ -145,18 +145,7 @@ func BenchmarkFirstFrameCold(b *testing.B) {
 			if warm {
 				waitFor(b, 10*time.Second, "sub stream warm", func() bool { return ag.Stream("1", "sub").Stats().GOP > 0 })
 			}
-			var samples []float64
-			b.ResetTimer()
-			for b.Loop() {
-				b.StopTimer()
-				waitFor(b, 10*time.Second, "main stream stopped", func() bool { return !main.Stats().Running })
-				// A random phase against the camera's keyframes.
-				time.Sleep(time.Duration(len(samples)%7) * 450 * time.Millisecond)
-				b.StartTimer()
-				res := watchWHEP(b, url, token, 1)
-				samples = append(samples, float64(res.firstFrame.Microseconds())/1000)
-			}
-			b.StopTimer()
+			samples := coldViews(b, func() bool { return main.Stats().Running }, func() time.Duration { return watchWHEP(b, url, token, 1).firstFrame })
 			reportPercentiles(b, samples, "ms-first-frame")
 		})
 	}
@@ -172,23 +161,33 @@ func BenchmarkFirstFrameCold(b *testing.B) {
 			// The first view learns the stream's codec; from then on it is
 			// cold each time.
 			watchCodec(b, sys, "1", webrtc.MimeTypeH265, offerH265, 1)
-			var samples []float64
-			b.ResetTimer()
-			for b.Loop() {
-				b.StopTimer()
-				waitFor(b, 10*time.Second, "main stream stopped", func() bool { return !main.Stats().Running })
-				time.Sleep(time.Duration(len(samples)%7) * 450 * time.Millisecond)
-				b.StartTimer()
+			samples := coldViews(b, func() bool { return main.Stats().Running }, func() time.Duration {
 				res := watchCodec(b, sys, "1", webrtc.MimeTypeH265, offerH265, 1)
 				if res.status != 201 || res.codec != "H265" {
 					b.Fatalf("WHEP %d, served %s", res.status, res.codec)
 				}
-				samples = append(samples, float64(res.firstKey.Microseconds())/1000)
-			}
-			b.StopTimer()
+				return res.firstKey
+			})
 			rtcp, http := sys.sim.KeyframeRequests()
 			b.ReportMetric(float64(rtcp+http)/float64(len(samples)+1), "camera-asks/view")
 			reportPercentiles(b, samples, "ms-first-keyframe")
 		})
 	}
+}
+
+// coldViews times view once per b.Loop round (in ms), each on a cold main
+// stream: after the agent stopped pulling it (pulled is false), at a random phase against
+// the camera's keyframes. The waits are not timed.
+func coldViews(b *testing.B, pulled func() bool, view func() time.Duration) []float64 {
+	var samples []float64
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer()
+		waitFor(b, 10*time.Second, "main stream stopped", func() bool { return !pulled() })
+		time.Sleep(time.Duration(len(samples)%7) * 450 * time.Millisecond)
+		b.StartTimer()
+		samples = append(samples, float64(view().Microseconds())/1000)
+	}
+	b.StopTimer()
+	return samples
 }
