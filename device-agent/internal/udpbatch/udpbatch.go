@@ -122,7 +122,7 @@ func (c *Conn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
 func (c *Conn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	if c.open.Load() > 0 {
 		c.mu.Lock()
-		if bt := c.batches[addr]; bt != nil && len(bt.sizes) < maxSegments*4 {
+		if bt := c.batches[addr]; bt != nil {
 			bt.buf = append(bt.buf, b...)
 			bt.sizes = append(bt.sizes, len(b))
 			c.mu.Unlock()
@@ -192,11 +192,14 @@ func (c *Conn) send(bt *batch, addr netip.AddrPort) error {
 		var err error
 		if j-i == 1 || !ok || !c.gso.Load() {
 			err = c.each(run, bt.sizes[i:j], addr)
-		} else if err = c.sendGSO(run, size, sa); err != nil {
-			if c.failed.Add(1) == gsoFailures && c.gso.CompareAndSwap(true, false) {
-				c.log.Info("UDP segmentation offload failed; sending one packet a system call", "err", err)
+		} else if gsoErr := c.sendGSO(run, size, sa); gsoErr != nil {
+			// Sent one at a time instead. Only a refusal the plain sends
+			// do not share counts against GSO: an unreachable viewer
+			// fails both ways.
+			if err = c.each(run, bt.sizes[i:j], addr); err == nil &&
+				c.failed.Add(1) == gsoFailures && c.gso.CompareAndSwap(true, false) {
+				c.log.Info("UDP segmentation offload failed; sending one packet a system call", "err", gsoErr)
 			}
-			err = c.each(run, bt.sizes[i:j], addr)
 		}
 		if firstErr == nil {
 			firstErr = err

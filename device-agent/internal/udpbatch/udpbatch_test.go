@@ -149,6 +149,19 @@ func TestBatchOthersUnaffected(t *testing.T) {
 func TestBatchGSOFails(t *testing.T) {
 	c := newConn(t)
 	c.refuseGSO = true
+	// A send the plain way refuses too (here to port 0, EINVAL) says
+	// nothing about GSO.
+	nowhere := netip.MustParseAddrPort("127.0.0.1:0")
+	c.Begin(nowhere)
+	for _, p := range packets() {
+		_, _ = c.WriteToAddrPort(p, nowhere)
+	}
+	if err := c.Flush(nowhere); err == nil {
+		t.Fatal("a send to port 0 went through")
+	}
+	if n := c.failed.Load(); n != 0 || !c.GSO() {
+		t.Fatalf("a send that failed both ways counted against GSO (%d, GSO %v)", n, c.GSO())
+	}
 	r := listen(t, "udp4", "127.0.0.1:0")
 	to := r.LocalAddr().(*net.UDPAddr).AddrPort()
 	for i := 0; c.GSO(); i++ {
