@@ -58,6 +58,7 @@ demo: build
 # fixed after go1.26).
 test: lint
 	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -run '^TestStartWhileClientsRetry$$' ./firmware-sim/nvr
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 500000x ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzSliceType$$' -fuzztime 300000x ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitAccessUnits$$' -fuzztime 300000x ./internal/media/h264

@@ -130,6 +130,10 @@ type Server struct {
 	wg     sync.WaitGroup
 
 	// streams and clips are written once in Start and read-only afterwards.
+	// The RTSP listener is already open while Start fills them (a stream
+	// needs a started server), so a client that connects at once, such as an
+	// agent retrying against a restarted recorder, waits on ready first.
+	ready   chan struct{}
 	streams map[streamKey]*gortsplib.ServerStream
 	clips   map[streamKey]*camera.Clip
 	// stalled holds a flag per channel: set, the channel keeps its
@@ -161,7 +165,7 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), streams: map[streamKey]*gortsplib.ServerStream{},
+	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), ready: make(chan struct{}), streams: map[streamKey]*gortsplib.ServerStream{},
 		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, garbage: map[int]*atomic.Bool{},
 		reject: map[int]*atomic.Bool{}, longGOP: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{}}
 	for ch := 1; ch <= cfg.Channels; ch++ {
@@ -213,11 +217,13 @@ func Start(cfg Config) (*Server, error) {
 	for ch := 1; ch <= cfg.Channels; ch++ {
 		for _, kind := range []string{camera.Main, camera.Sub} {
 			if err := s.startStream(ctx, ch, kind); err != nil {
+				close(s.ready)
 				s.Close()
 				return nil, err
 			}
 		}
 	}
+	close(s.ready)
 	return s, nil
 }
 
@@ -482,6 +488,7 @@ func ParsePath(path, query string) (channel int, kind string, ok bool) {
 }
 
 func (s *Server) lookup(c *gortsplib.ServerConn, req *base.Request, path, query string) (*base.Response, *gortsplib.ServerStream, error) {
+	<-s.ready
 	ch, kind, ok := ParsePath(path, query)
 	if f := s.reject[ch]; !c.VerifyCredentials(req, s.cfg.User, s.cfg.Pass) || (f != nil && f.Load()) {
 		return &base.Response{StatusCode: base.StatusUnauthorized}, nil, liberrors.ErrServerAuth{}

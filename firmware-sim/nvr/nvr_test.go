@@ -3,10 +3,16 @@ package nvr
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
 
 	"github.com/peercam/peercam/firmware-sim/camera"
 )
@@ -204,5 +210,58 @@ func TestRejectAndLongGOP(t *testing.T) {
 	}
 	if err := srv.Reject(3, true); err == nil {
 		t.Fatal("rejecting a channel that does not exist: no error")
+	}
+}
+
+// A recorder that comes back on the port its clients are retrying (as
+// faults.Recorder.Restart does) answers them while Start is still building
+// its streams: each must get the stream or a refusal, never a crash of the
+// server from reading the stream table as it is written.
+func TestStartWhileClientsRetry(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.Channels, cfg.Audio = addr, 16, false
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var described atomic.Int64
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func(ch int) {
+			defer wg.Done()
+			u, _ := base.ParseURL(fmt.Sprintf("rtsp://admin:admin@%s/Streaming/Channels/%d01", addr, ch))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				c := gortsplib.Client{}
+				if c.Start(u.Scheme, u.Host) == nil {
+					if _, _, err := c.Describe(u); err == nil {
+						described.Add(1)
+					}
+					c.Close()
+				}
+			}
+		}(16 - i)
+	}
+	time.Sleep(50 * time.Millisecond)
+	srv, err := Start(cfg)
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	srv.Close()
+	if described.Load() == 0 {
+		t.Fatal("no client was served once the recorder was up")
 	}
 }
