@@ -47,6 +47,9 @@ type Limits struct {
 // Conn is a signaling WebSocket.
 type Conn struct {
 	ws *websocket.Conn
+	// idle is the socket under ws when it came through Hijacking; Read
+	// waits on it between messages.
+	idle *idleConn
 	// lim is nil without a rate limit; only Read uses it.
 	lim *rate.Limiter
 	// queue holds encoded messages for the writer. The writer is a
@@ -69,7 +72,7 @@ func New(ws *websocket.Conn) *Conn { return NewLimited(ws, Limits{}) }
 
 // NewLimited is New with the peer held to l.
 func NewLimited(ws *websocket.Conn, l Limits) *Conn {
-	c := &Conn{ws: ws, done: make(chan struct{})}
+	c := &Conn{ws: ws, idle: idleOf(ws), done: make(chan struct{})}
 	if l.MaxMessage <= 0 || l.MaxMessage > proto.MaxMessageSize {
 		l.MaxMessage = proto.MaxMessageSize
 	}
@@ -178,6 +181,19 @@ func (c *Conn) SendError(session string, code proto.Code, msg string) {
 // on; an oversize frame (gorilla closes it with code 1009) or a transport
 // error ends the conn.
 func (c *Conn) Read() (proto.Message, error) {
+	// The wait is outside read so that an idle link's stack holds only
+	// this small frame above the poller.
+	if c.idle != nil {
+		if err := c.idle.wait(c.ws); err != nil {
+			c.Close(err)
+			return nil, err
+		}
+	}
+	return c.read()
+}
+
+//go:noinline
+func (c *Conn) read() (proto.Message, error) {
 	typ, b, err := c.ws.ReadMessage()
 	if err != nil {
 		c.Close(err)

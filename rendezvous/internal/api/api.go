@@ -172,9 +172,11 @@ func New(cfg Config) *API {
 	// holds no write buffer.
 	a.upgrader = websocket.Upgrader{WriteBufferPool: &sync.Pool{}}
 	// An agent's link is idle nearly always, and a fleet has tens of
-	// thousands: 1 KiB of read buffer (frames larger than it are read in
-	// pieces) instead of the 4 KiB the HTTP server made.
-	a.deviceUpgrader = websocket.Upgrader{ReadBufferSize: 1024, WriteBufferPool: &sync.Pool{}}
+	// thousands: 256 bytes of read buffer instead of the 4 KiB the HTTP
+	// server made. Its socket comes through wsconn.Hijacking, which reads
+	// a frame at a time (a larger one goes past the buffer, straight into
+	// the message) and lets the idle link wait with a small stack.
+	a.deviceUpgrader = websocket.Upgrader{ReadBufferSize: 256, WriteBufferPool: &sync.Pool{}}
 	handle := func(pattern string, h http.HandlerFunc) {
 		a.routes = append(a.routes, pattern)
 		a.mux.HandleFunc(pattern, h)
@@ -628,7 +630,7 @@ func (a *API) deviceSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	var once sync.Once
 	release := func() { once.Do(func() { <-a.handshakes }) }
-	ws, err := a.deviceUpgrader.Upgrade(w, r, nil)
+	ws, err := a.deviceUpgrader.Upgrade(wsconn.Hijacking(w), r, nil)
 	if err != nil {
 		release()
 		a.deviceConns.release(ip)

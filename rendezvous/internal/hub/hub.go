@@ -441,8 +441,25 @@ func (h *Hub) Close() {
 // ServeDevice runs one device connection: handshake, then routing, until the
 // connection ends. handshook, when set, is called once the handshake is
 // over, whatever its outcome (admission control counts handshakes).
+//
+// Its goroutine spends nearly all its life waiting for the device's next
+// message, one per device on the node: the work before and after is in
+// functions of their own, so that the frames under that wait stay small
+// and its stack can shrink to 4 KiB (see wsconn's idle wait).
 func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) {
 	defer h.track(c)()
+	d, log := h.online(ctx, c, remote, handshook)
+	if d == nil {
+		return
+	}
+	h.route(d, c, log)
+	h.offline(d, log)
+}
+
+// online runs the handshake and makes d the device's link here.
+//
+//go:noinline
+func (h *Hub) online(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) (*device, *slog.Logger) {
 	log := h.log.With("remote", remote)
 	d, err := h.handshake(ctx, c)
 	if handshook != nil {
@@ -451,7 +468,7 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string, ha
 	if err != nil {
 		log.Info("device refused", "err", err)
 		c.Close(err)
-		return
+		return nil, nil
 	}
 	log = log.With("device", d.id)
 	d.since = time.Now().UnixNano()
@@ -479,21 +496,41 @@ func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string, ha
 		h.startClaimLocked(ctx, d)
 	}
 	h.mu.Unlock()
+	return d, log
+}
+
+// route hands the device's messages on until its link ends.
+func (h *Hub) route(d *device, c *wsconn.Conn, log *slog.Logger) {
 	for {
 		m, err := c.Read()
-		var de *wsconn.DecodeError
-		if errors.As(err, &de) {
-			h.refused(de)
-			log.Info("bad frame from device", "err", err)
+		if err != nil {
+			if !h.badFrame(err, log) {
+				return
+			}
 			continue
 		}
-		if err != nil {
-			break
-		}
-		h.cfg.Metrics.Messages.WithLabelValues("device").Inc()
 		h.fromDevice(d, m)
 	}
+}
 
+// badFrame tells whether err is a frame refused (the link goes on), and
+// counts and logs it.
+//
+//go:noinline
+func (h *Hub) badFrame(err error, log *slog.Logger) bool {
+	var de *wsconn.DecodeError
+	if !errors.As(err, &de) {
+		return false
+	}
+	h.refused(de)
+	log.Info("bad frame from device", "err", err)
+	return true
+}
+
+// offline undoes online once the link has ended.
+//
+//go:noinline
+func (h *Hub) offline(d *device, log *slog.Logger) {
 	h.mu.Lock()
 	if d.stopClaim != nil {
 		d.stopClaim()
@@ -690,6 +727,7 @@ func (h *Hub) Remove(ctx context.Context, owner store.User, devID string) (revok
 }
 
 func (h *Hub) fromDevice(d *device, m proto.Message) {
+	h.cfg.Metrics.Messages.WithLabelValues("device").Inc()
 	var sid string
 	switch m := m.(type) {
 	case *proto.Answer:
