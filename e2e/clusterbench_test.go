@@ -69,7 +69,15 @@ type benchNode struct {
 }
 
 func (n *benchNode) start(tb testing.TB) {
-	n.cmd = startProc(tb, "rendezvous "+n.name, io.Discard, n.bin, n.args...)
+	n.cmd = exec.Command(n.bin, n.args...)
+	// NODE_ENV ("GOGC=off GOMEMLIMIT=1GiB") is the nodes' environment on
+	// top of the benchmark's, for measuring runtime settings.
+	n.cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("NODE_ENV"))...)
+	if err := n.cmd.Start(); err != nil {
+		tb.Fatalf("start node %s: %v", n.name, err)
+	}
+	cmd := n.cmd
+	tb.Cleanup(func() { stopProcess(cmd, 5*time.Second) })
 	waitFor(tb, 30*time.Second, "node "+n.name+" up", func() bool { return healthy(n.base) })
 }
 
@@ -166,6 +174,8 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 		usedAll, stolen := all-cpuAll, steal1-steal0
 		if run.node == A {
 			usedN = 0
+			// Against heap.pprof (-diff_base), what the setups allocated.
+			profile("heap-setups.pprof", "/debug/pprof/heap")
 		}
 		// What the nodes spent, as setups a second per core: the load
 		// generator, PostgreSQL and NATS share the machine's two cores.

@@ -190,8 +190,12 @@ func (c *idleConn) Read(p []byte) (int, error) {
 func (c *idleConn) wait(ws *websocket.Conn) error {
 	for c.left == 0 {
 		h, n, control, err := c.peekFrame(true)
-		if err == errStop || (err == nil && !control) {
-			return nil // gorilla reads it, or reports the error
+		if err == errStop {
+			return nil // gorilla's read reports it
+		}
+		if err == nil && !control {
+			c.left = int64(h) + n // Read need not peek at it again
+			return nil
 		}
 		if err != nil {
 			return err
