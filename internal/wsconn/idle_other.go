@@ -2,17 +2,7 @@
 
 package wsconn
 
-import (
-	"net/http"
-
-	"github.com/gorilla/websocket"
-)
+import "net/http"
 
 // Hijacking returns w: the shallow idle wait needs a Unix socket.
 func Hijacking(w http.ResponseWriter) http.ResponseWriter { return w }
-
-type idleConn struct{}
-
-func (*idleConn) wait(*websocket.Conn) error { return nil }
-
-func idleOf(*websocket.Conn) *idleConn { return nil }

@@ -220,9 +220,3 @@ func (c *idleConn) wait(ws *websocket.Conn) error {
 	}
 	return nil
 }
-
-// idleOf is the idleConn under ws, or nil.
-func idleOf(ws *websocket.Conn) *idleConn {
-	c, _ := ws.NetConn().(*idleConn)
-	return c
-}

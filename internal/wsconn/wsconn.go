@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -48,8 +49,9 @@ type Limits struct {
 type Conn struct {
 	ws *websocket.Conn
 	// idle is the socket under ws when it came through Hijacking; Read
-	// waits on it between messages.
-	idle *idleConn
+	// waits on it between messages. An interface, so that a program that
+	// never calls Hijacking (the agent) links none of it.
+	idle idleWaiter
 	// lim is nil without a rate limit; only Read uses it.
 	lim *rate.Limiter
 	// queue holds encoded messages for the writer. The writer is a
@@ -61,8 +63,11 @@ type Conn struct {
 	writing bool
 	closed  bool
 	ping    *time.Timer
-	done    chan struct{}
-	once    sync.Once
+	// heard is when the peer last sent anything (a message or a pong), in
+	// Unix nanoseconds.
+	heard atomic.Int64
+	done  chan struct{}
+	once  sync.Once
 	// err is why the conn closed; written once inside once.Do.
 	err error
 }
@@ -72,7 +77,8 @@ func New(ws *websocket.Conn) *Conn { return NewLimited(ws, Limits{}) }
 
 // NewLimited is New with the peer held to l.
 func NewLimited(ws *websocket.Conn, l Limits) *Conn {
-	c := &Conn{ws: ws, idle: idleOf(ws), done: make(chan struct{})}
+	c := &Conn{ws: ws, done: make(chan struct{})}
+	c.idle, _ = ws.NetConn().(idleWaiter)
 	if l.MaxMessage <= 0 || l.MaxMessage > proto.MaxMessageSize {
 		l.MaxMessage = proto.MaxMessageSize
 	}
@@ -80,27 +86,45 @@ func NewLimited(ws *websocket.Conn, l Limits) *Conn {
 		c.lim = rate.NewLimiter(rate.Limit(l.Rate), max(l.Burst, 1))
 	}
 	ws.SetReadLimit(l.MaxMessage)
-	_ = ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
+	c.heard.Store(time.Now().UnixNano())
 	ws.SetPongHandler(func(string) error {
-		return ws.SetReadDeadline(time.Now().Add(3 * PingInterval))
+		c.heard.Store(time.Now().UnixNano())
+		return nil
 	})
-	c.ping = time.AfterFunc(PingInterval, c.sendPing)
+	c.ping = time.AfterFunc(pingEvery, c.sendPing)
 	return c
 }
 
-// sendPing keeps the link alive; gorilla lets a control frame go beside a
-// writer's messages.
+// idleWaiter is idleConn's wait.
+type idleWaiter interface{ wait(*websocket.Conn) error }
+
+// pingEvery is PingInterval, shorter in tests.
+var pingEvery = PingInterval
+
+// ErrSilent means the peer sent nothing, not even a pong, for three ping
+// intervals; the conn was closed.
+var ErrSilent = errors.New("wsconn: peer silent for three ping intervals")
+
+// sendPing keeps the link alive and ends it when the peer has gone quiet;
+// gorilla lets a control frame go beside a writer's messages. The check is
+// here rather than a read deadline, which would be a second timer per link
+// and one more timer change per pong (on a rendezvous with tens of
+// thousands of agents, a measurable share of its CPU).
 func (c *Conn) sendPing() {
 	select {
 	case <-c.done:
 		return
 	default:
 	}
+	if time.Since(time.Unix(0, c.heard.Load())) > 3*pingEvery {
+		c.Close(ErrSilent)
+		return
+	}
 	if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait)); err != nil {
 		c.Close(err)
 		return
 	}
-	c.ping.Reset(PingInterval)
+	c.ping.Reset(pingEvery)
 }
 
 // write runs while there is something to write, then ends; once the conn
@@ -199,6 +223,7 @@ func (c *Conn) read() (proto.Message, error) {
 		c.Close(err)
 		return nil, err
 	}
+	c.heard.Store(time.Now().UnixNano())
 	if c.lim != nil && !c.lim.Allow() {
 		// Dropped before decoding, so a flood costs little; its sender hears
 		// why (and a sender that floods on regardless fills its own queue
@@ -232,7 +257,10 @@ func (e *DecodeError) Error() string { return e.Err.Error() }
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // Close ends the conn, recording why: what is queued is still written,
-// briefly, then the socket closes.
+// briefly, then the socket closes. (Not inlined: each inlined copy would
+// bring its own copy of the closure, and the agent counts its bytes.)
+//
+//go:noinline
 func (c *Conn) Close(why error) {
 	c.once.Do(func() {
 		c.err = why

@@ -83,3 +83,42 @@ func TestQueueFullCloses(t *testing.T) {
 		t.Fatal("conn not closed")
 	}
 }
+
+// A peer that answers no ping is dropped after three intervals; one that
+// answers stays, however long it sends nothing else.
+func TestSilentPeer(t *testing.T) {
+	old := pingEvery
+	pingEvery = 30 * time.Millisecond
+	t.Cleanup(func() { pingEvery = old })
+
+	quiet, _ := pair(t) // its client never reads, so never answers a ping
+	select {
+	case <-quiet.Done():
+		if !errors.Is(quiet.Err(), ErrSilent) {
+			t.Fatalf("a silent peer's conn closed for %v, want ErrSilent", quiet.Err())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a peer that answers no ping is still connected")
+	}
+
+	alive, cl := pair(t)
+	go func() { // pongs are seen by a reader, as in the hub
+		for {
+			if _, err := alive.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			if _, _, err := cl.ReadMessage(); err != nil { // answers pings
+				return
+			}
+		}
+	}()
+	select {
+	case <-alive.Done():
+		t.Fatalf("a peer answering pings was dropped: %v", alive.Err())
+	case <-time.After(20 * pingEvery):
+	}
+}
