@@ -183,6 +183,7 @@ type unusedKey struct {
 type device struct {
 	id      string
 	conn    *wsconn.Conn
+	remote  string // the link's address, for its log lines
 	cameras []proto.Camera
 	// owner and claim are what the device was last told (guarded by
 	// Hub.mu); stopClaim ends its claim-code loop while it has an owner.
@@ -448,18 +449,24 @@ func (h *Hub) Close() {
 // and its stack can shrink to 4 KiB (see wsconn's idle wait).
 func (h *Hub) ServeDevice(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) {
 	defer h.track(c)()
-	d, log := h.online(ctx, c, remote, handshook)
+	d := h.online(ctx, c, remote, handshook)
 	if d == nil {
 		return
 	}
-	h.route(d, c, log)
-	h.offline(d, log)
+	h.route(d, c)
+	h.offline(d)
+}
+
+// logFor is a device's logger, made when a line is written: held for the
+// link's life it would be a few hundred bytes for every device online.
+func (h *Hub) logFor(d *device) *slog.Logger {
+	return h.log.With("remote", d.remote, "device", d.id)
 }
 
 // online runs the handshake and makes d the device's link here.
 //
 //go:noinline
-func (h *Hub) online(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) (*device, *slog.Logger) {
+func (h *Hub) online(ctx context.Context, c *wsconn.Conn, remote string, handshook func()) *device {
 	log := h.log.With("remote", remote)
 	d, err := h.handshake(ctx, c)
 	if handshook != nil {
@@ -468,8 +475,9 @@ func (h *Hub) online(ctx context.Context, c *wsconn.Conn, remote string, handsho
 	if err != nil {
 		log.Info("device refused", "err", err)
 		c.Close(err)
-		return nil, nil
+		return nil
 	}
+	d.remote = remote
 	log = log.With("device", d.id)
 	d.since = time.Now().UnixNano()
 	if h.cl != nil {
@@ -496,15 +504,15 @@ func (h *Hub) online(ctx context.Context, c *wsconn.Conn, remote string, handsho
 		h.startClaimLocked(ctx, d)
 	}
 	h.mu.Unlock()
-	return d, log
+	return d
 }
 
 // route hands the device's messages on until its link ends.
-func (h *Hub) route(d *device, c *wsconn.Conn, log *slog.Logger) {
+func (h *Hub) route(d *device, c *wsconn.Conn) {
 	for {
 		m, err := c.Read()
 		if err != nil {
-			if !h.badFrame(err, log) {
+			if !h.badFrame(d, err) {
 				return
 			}
 			continue
@@ -517,20 +525,20 @@ func (h *Hub) route(d *device, c *wsconn.Conn, log *slog.Logger) {
 // counts and logs it.
 //
 //go:noinline
-func (h *Hub) badFrame(err error, log *slog.Logger) bool {
+func (h *Hub) badFrame(d *device, err error) bool {
 	var de *wsconn.DecodeError
 	if !errors.As(err, &de) {
 		return false
 	}
 	h.refused(de)
-	log.Info("bad frame from device", "err", err)
+	h.logFor(d).Info("bad frame from device", "err", err)
 	return true
 }
 
 // offline undoes online once the link has ended.
 //
 //go:noinline
-func (h *Hub) offline(d *device, log *slog.Logger) {
+func (h *Hub) offline(d *device) {
 	h.mu.Lock()
 	if d.stopClaim != nil {
 		d.stopClaim()
@@ -554,7 +562,7 @@ func (h *Hub) offline(d *device, log *slog.Logger) {
 		s.viewer.deliver(proto.NewError(s.id, proto.CodeDeviceOffline, "the device went offline"))
 	}
 	_ = h.cfg.Store.TouchDevice(context.Background(), d.id)
-	log.Info("device offline")
+	h.logFor(d).Info("device offline")
 }
 
 func (h *Hub) handshake(ctx context.Context, c *wsconn.Conn) (*device, error) {
