@@ -7,6 +7,7 @@ package wsconn
 import (
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -148,8 +149,10 @@ func (c *Conn) write() {
 		if closed {
 			wait = time.Second
 		}
+		// One deadline for what was queued, not one per message: each
+		// would be another change to the runtime's timers.
+		_ = c.ws.SetWriteDeadline(time.Now().Add(wait))
 		for _, b := range q {
-			_ = c.ws.SetWriteDeadline(time.Now().Add(wait))
 			if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
 				c.Close(err)
 				c.mu.Lock()
@@ -218,7 +221,21 @@ func (c *Conn) Read() (proto.Message, error) {
 
 //go:noinline
 func (c *Conn) read() (proto.Message, error) {
-	typ, b, err := c.ws.ReadMessage()
+	typ, r, err := c.ws.NextReader()
+	var b []byte
+	if err == nil {
+		// The frame goes into a pooled buffer rather than a new one grown
+		// from 512 bytes (gorilla's ReadMessage): proto.Decode copies what
+		// it keeps, so the buffer is free again once it returns.
+		bp := readBufs.Get().(*[]byte)
+		defer func() {
+			if cap(b) <= 64<<10 {
+				*bp = b[:0]
+				readBufs.Put(bp)
+			}
+		}()
+		b, err = readAll(r, (*bp)[:0])
+	}
 	if err != nil {
 		c.Close(err)
 		return nil, err
@@ -241,6 +258,25 @@ func (c *Conn) read() (proto.Message, error) {
 		return nil, &DecodeError{Err: err}
 	}
 	return m, nil
+}
+
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// readAll is io.ReadAll into b.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // ClosedOnPurpose tells whether Read's error is the peer's close frame

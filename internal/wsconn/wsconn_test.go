@@ -2,6 +2,7 @@ package wsconn
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -120,5 +121,28 @@ func TestSilentPeer(t *testing.T) {
 	case <-alive.Done():
 		t.Fatalf("a peer answering pings was dropped: %v", alive.Err())
 	case <-time.After(20 * pingEvery):
+	}
+}
+
+// Read reuses its buffer: a message read earlier must not change when the
+// next one lands where it was.
+func TestReadKeepsEarlierMessages(t *testing.T) {
+	c, cl := pair(t)
+	var got []*proto.Offer
+	for _, x := range []string{"a", "b", "c"} {
+		sdp := strings.Repeat(x, 3000)
+		if err := cl.WriteMessage(websocket.TextMessage, fmt.Appendf(nil, `{"v":1,"type":"offer","session":"s-%s","sdp":%q}`, x, sdp)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, m.(*proto.Offer))
+	}
+	for i, x := range []string{"a", "b", "c"} {
+		if got[i].Session != "s-"+x || got[i].SDP != strings.Repeat(x, 3000) {
+			t.Fatalf("message %d changed after later reads: session %q, sdp %.10q…", i, got[i].Session, got[i].SDP)
+		}
 	}
 }
