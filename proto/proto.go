@@ -419,9 +419,16 @@ func Encode(m Message) ([]byte, error) {
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
+	var b []byte
+	ok := false
+	if direct != nil {
+		b, ok = direct(nil, m)
+	}
+	if !ok {
+		var err error
+		if b, err = json.Marshal(m); err != nil {
+			return nil, fmt.Errorf("proto: encode %s: %w", h.Type, err)
+		}
 	}
 	if len(b) > MaxMessageSize {
 		return nil, fmt.Errorf("proto: encode %s: %w", h.Type, ErrTooLarge)
