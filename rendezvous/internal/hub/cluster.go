@@ -68,6 +68,9 @@ type route struct {
 type pin struct {
 	node string
 	gen  string
+	// since is when that connection was made (unix ns): of two, the
+	// later one is the device's.
+	since int64
 }
 
 // envelope is every cluster message.
@@ -210,7 +213,7 @@ func (c *cluster) locate(ctx context.Context, id string) (located, bool) {
 	if json.Unmarshal(m.Data, &e) != nil || e.Gen == "" {
 		return located{}, false
 	}
-	return located{pin: pin{node: e.Node, gen: e.Gen}, cameras: e.Cameras}, true
+	return located{pin: pin{node: e.Node, gen: e.Gen, since: e.Since}, cameras: e.Cameras}, true
 }
 
 // toDevice sends a viewer's message for session sid to the device's node.
@@ -219,7 +222,7 @@ func (c *cluster) toDevice(devID string, p pin, sid string, m proto.Message) err
 	if err != nil {
 		return err
 	}
-	c.publish(subjDevice(devID), envelope{Op: "msg", Device: devID, Gen: p.gen, Session: sid, Type: m.MessageType(), Msg: b})
+	c.publish(subjDevice(devID), envelope{Op: "msg", Device: devID, Gen: p.gen, Since: p.since, Session: sid, Type: m.MessageType(), Msg: b})
 	return nil
 }
 
@@ -238,15 +241,25 @@ func (c *cluster) onDevice(devID string, nm *nats.Msg) {
 		if d == nil || nm.Reply == "" {
 			return
 		}
-		b, _ := json.Marshal(envelope{Op: "here", Node: c.node, Device: devID, Gen: d.gen, Cameras: d.cameras})
+		b, _ := json.Marshal(envelope{Op: "here", Node: c.node, Device: devID, Gen: d.gen, Since: d.since, Cameras: d.cameras})
 		_ = nm.Respond(b)
 	case "msg":
 		// The viewer's node decoded and checked the message and encoded it
 		// (proto.Encode): it goes to the device as it came.
-		if d == nil || d.gen != e.Gen {
+		switch {
+		case d == nil:
 			// The session talks to a connection that is gone: its viewer
 			// hears so and may open again (the device may be back).
 			c.sendViewer(e.Node, envelope{Op: "gone", Device: devID, Gen: e.Gen, Session: e.Session})
+			return
+		case d.gen == e.Gen:
+		case e.Since < d.since || (e.Since == d.since && e.Gen < d.gen):
+			// Pinned to an older connection of the device: this one took
+			// over, and the viewer's node, which re-pins the session on
+			// hearing so, sent this first. It is the session's now.
+		default:
+			// Pinned to a newer connection on another node, which holds
+			// the subject too while this older one is dropped, and takes it.
 			return
 		}
 		c.mu.Lock()
@@ -326,7 +339,7 @@ func (c *cluster) onAll(nm *nats.Msg) {
 	case "viewer", "gone":
 		c.fromPeer(e)
 	case "takeover":
-		h.tookOver(e.Device, pin{node: e.Node, gen: e.Gen}, e.Since)
+		h.tookOver(e.Device, pin{node: e.Node, gen: e.Gen, since: e.Since}, e.Since)
 	case "offline":
 		h.deviceGone(e.Device, e.Gen, "")
 	case "revoke":

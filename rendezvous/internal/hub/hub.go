@@ -250,7 +250,7 @@ type session struct {
 // New returns a Hub.
 // A rendezvous relays every session's offer and answer: it reads them in
 // one pass.
-func init() { proto.DecodeOnePass() }
+func init() { proto.DecodeOnePass(); proto.EncodeDirect() }
 
 func New(cfg Config) *Hub {
 	if cfg.ClaimTTL == 0 {
@@ -381,7 +381,7 @@ func (h *Hub) pinOf(d *device) pin {
 	if h.cl == nil {
 		return pin{}
 	}
-	return pin{node: h.cl.node, gen: d.gen}
+	return pin{node: h.cl.node, gen: d.gen, since: d.since}
 }
 
 // linkFor is how to reach the device of s: its connection here, or (a
