@@ -129,9 +129,9 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 	}
 	baseRSS, _ := procMemory(b, A.cmd.Process.Pid)
 	baseHeap, baseStacks := live()
-	profile := func(name, path string) {
+	profileOf := func(n *benchNode, name, path string) {
 		if dir := os.Getenv("PROFILE_DIR"); dir != "" {
-			resp, err := http.Get(strings.TrimSuffix(A.metrics, "/metrics") + path)
+			resp, err := http.Get(strings.TrimSuffix(n.metrics, "/metrics") + path)
 			if err == nil {
 				f, _ := os.Create(dir + "/" + name)
 				_, _ = io.Copy(f, resp.Body)
@@ -140,6 +140,7 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 			}
 		}
 	}
+	profile := func(name, path string) { profileOf(A, name, path) }
 	go profile("connect.pprof", "/debug/pprof/profile?seconds=4")
 	fleet := &simFleet{url: strings.Replace(A.base, "http://", "ws://", 1) + "/ws/device", keys: keys, ids: ids}
 	start := time.Now()
@@ -165,6 +166,9 @@ func runClusterBench(b *testing.B, nDevices, rate int, window time.Duration) {
 		cpuA, cpuN := procCPU(b, A.cmd.Process.Pid), procCPU(b, run.node.cmd.Process.Pid)
 		cpuGen := procCPU(b, os.Getpid())
 		cpuAll, steal0 := machineCPU(b)
+		if run.node != A {
+			go profileOf(run.node, "cpu-"+run.name+".pprof", "/debug/pprof/profile?seconds=4")
+		}
 		t0 := time.Now()
 		res := setupLoad(b, run.node.base, token, ids, rate, window)
 		took := time.Since(t0)

@@ -152,6 +152,10 @@ func iceServers(b []byte, list []ICEServer) []byte {
 	return append(b, ']')
 }
 
+// AppendString appends s as a JSON string, quoted as encoding/json quotes it
+// (for encoders of other JSON that must match json.Marshal's output).
+func AppendString(b []byte, s string) []byte { return appendString(b, s) }
+
 const hexDigits = "0123456789abcdef"
 
 // plain holds the bytes a JSON string takes as they are: printable ASCII
