@@ -28,23 +28,7 @@ import (
 // hand-made frames on; pongs counts the pongs the client got.
 func idlePair(t *testing.T) (c *Conn, raw net.Conn, pongs func() int) {
 	t.Helper()
-	got := make(chan *Conn, 1)
-	up := websocket.Upgrader{ReadBufferSize: 256}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := up.Upgrade(Hijacking(w), r, nil)
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		got <- New(ws)
-	}))
-	t.Cleanup(srv.Close)
-	cl, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cl.Close() })
-	c = <-got
+	c, cl := pairVia(t, true)
 	if c.idle == nil {
 		t.Fatal("the hijacked socket is not an idleConn")
 	}

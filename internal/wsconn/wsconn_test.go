@@ -15,11 +15,19 @@ import (
 )
 
 // pair returns a Conn on the server side and the raw client socket.
-func pair(t *testing.T) (*Conn, *websocket.Conn) {
+func pair(t *testing.T) (*Conn, *websocket.Conn) { return pairVia(t, false) }
+
+// pairVia is pair, the server's socket through Hijacking when hijack is set
+// (as a rendezvous takes an agent's link).
+func pairVia(t *testing.T, hijack bool) (*Conn, *websocket.Conn) {
 	t.Helper()
 	got := make(chan *Conn, 1)
+	up := websocket.Upgrader{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ws, err := (&websocket.Upgrader{}).Upgrade(w, r, nil)
+		if hijack {
+			up.ReadBufferSize, w = 256, Hijacking(w)
+		}
+		ws, err := up.Upgrade(w, r, nil)
 		if err != nil {
 			t.Error(err)
 			return
