@@ -23,6 +23,8 @@ import (
 type testServer struct {
 	*Server
 	dir string
+	// stop ends Run and waits for it to return (again: nothing).
+	stop func()
 }
 
 func start(t *testing.T) *testServer { return startWith(t, nil) }
@@ -46,14 +48,15 @@ func startWith(t *testing.T, change func(*Config)) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop := func() { cancel(); <-done }
+	t.Cleanup(stop)
 	for _, u := range []string{"alice", "bob"} {
 		// Nodes of one cluster share their owners: the first adds them.
 		if err := AddUser(context.Background(), cfg.StoreAt(), u, u+"-password"); err != nil && !errors.Is(err, store.ErrExists) {
 			t.Fatal(err)
 		}
 	}
-	return &testServer{s, cfg.StoreAt()}
+	return &testServer{s, cfg.StoreAt(), stop}
 }
 
 type client struct {
@@ -316,5 +319,30 @@ func TestBadFrames(t *testing.T) {
 	_, _, err := ws.ReadMessage()
 	if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
 		t.Fatalf("after an oversized frame: %v, want close 1009", err)
+	}
+}
+
+// A server that stops has finished with its links when Run returns: the
+// device's last-seen time is written, and nothing touches the store (or
+// the data directory) after.
+func TestStopWaitsForLinks(t *testing.T) {
+	s := start(t)
+	d, ch := connectDevice(t, s, nil)
+	send(t, d.ws, &proto.Auth{Signature: ed25519.Sign(d.key, proto.AuthPayload(ch.Nonce, d.id))})
+	recv(t, d.ws)                       // welcome
+	time.Sleep(1100 * time.Millisecond) // last-seen has whole seconds
+	stopped := time.Now()
+	s.stop()
+	st, err := store.Open(s.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rec, err := st.Device(context.Background(), d.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.LastSeen.Unix() < stopped.Unix() {
+		t.Fatalf("last seen %v, before the stop at %v: Run returned before the link had ended", rec.LastSeen, stopped)
 	}
 }

@@ -162,6 +162,10 @@ type Hub struct {
 	// conns are the open signaling sockets, closed by Close: an HTTP
 	// server's shutdown leaves hijacked WebSockets open.
 	conns map[*wsconn.Conn]struct{}
+	// serving counts the links being served (track); once Close has
+	// begun, the last to end closes drained.
+	serving int
+	drained chan struct{}
 	// closing is set by Close: devices leaving then are not offline, the
 	// server is, and their sessions' viewers are not told otherwise.
 	closing bool
@@ -416,16 +420,23 @@ func (h *Hub) SessionCount() int {
 func (h *Hub) track(c *wsconn.Conn) func() {
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
+	h.serving++
 	h.mu.Unlock()
 	return func() {
 		h.mu.Lock()
 		delete(h.conns, c)
+		if h.serving--; h.serving == 0 && h.drained != nil {
+			close(h.drained)
+			h.drained = nil
+		}
 		h.mu.Unlock()
 	}
 }
 
 // Close ends every signaling socket, as a server that stops must: agents
-// then redial (another node, or this one restarted) at once.
+// then redial (another node, or this one restarted) at once. It waits, up
+// to 5 s, for the links to finish (a device's last-seen time written), so
+// that nothing touches the store after the server has stopped.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closing = true
@@ -433,9 +444,22 @@ func (h *Hub) Close() {
 	for c := range h.conns {
 		conns = append(conns, c)
 	}
+	var done chan struct{}
+	if h.serving > 0 {
+		done = make(chan struct{})
+		h.drained = done
+	}
 	h.mu.Unlock()
 	for _, c := range conns {
 		c.Close(errors.New("the rendezvous is shutting down"))
+	}
+	if done == nil {
+		return
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		h.log.Warn("some signaling links had not ended 5 s after shutdown began")
 	}
 }
 
