@@ -435,8 +435,9 @@ func (h *Hub) track(c *wsconn.Conn) func() {
 
 // Close ends every signaling socket, as a server that stops must: agents
 // then redial (another node, or this one restarted) at once. It waits, up
-// to 5 s, for the links to finish (a device's last-seen time written), so
-// that nothing touches the store after the server has stopped.
+// to 5 s, for the links to finish (a device's last-seen time written) and
+// the audit lines to be written, so that nothing touches the store after
+// the server has stopped.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closing = true
@@ -453,13 +454,23 @@ func (h *Hub) Close() {
 	for _, c := range conns {
 		c.Close(errors.New("the rendezvous is shutting down"))
 	}
-	if done == nil {
-		return
+	deadline := time.After(5 * time.Second)
+	if done != nil {
+		select {
+		case <-done:
+		case <-deadline:
+			h.log.Warn("some signaling links had not ended 5 s after shutdown began")
+			return
+		}
 	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		h.log.Warn("some signaling links had not ended 5 s after shutdown began")
+	// And the audit lines they queued as they ended.
+	for h.auditPending.Load() > 0 {
+		select {
+		case <-deadline:
+			h.log.Warn("audit lines still unwritten 5 s after shutdown began", "lines", h.auditPending.Load())
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 
