@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/nats-io/nats.go"
 
 	"github.com/peercam/peercam/internal/testutil/natstest"
 	"github.com/peercam/peercam/internal/testutil/pgtest"
@@ -190,5 +192,67 @@ func TestClusterHeldRecordRemovedElsewhere(t *testing.T) {
 	send(t, v, &proto.Open{Device: d.id, Camera: "1"})
 	if m := recv(t, v); !isError(m, proto.CodeNotFound) {
 		t.Fatalf("the former owner's open on A after a removal on B: %#v, want not_found", m)
+	}
+}
+
+// Messages for a device whose session is pinned to another of its links,
+// as a viewer's node sends them before it hears of a takeover (or while
+// two nodes hold the device's subject): one pinned to an older link goes
+// to the device's newest, here; one pinned to a newer link elsewhere is
+// left to that node. Neither ends the viewer's session ("gone"), as both
+// did when any other link's message was answered with "gone".
+func TestClusterMessagePinnedToAnotherLink(t *testing.T) {
+	dsn, srv := pgtest.Database(t), natstest.Start(t)
+	A := startWith(t, func(c *Config) { c.Store, c.NATS, c.Node = dsn, srv.URL, "A" })
+	_, key, _ := ed25519.GenerateKey(nil)
+	d := authed(t, A, key)
+	in := inbox(t, d.ws)
+
+	nc, err := nats.Connect(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	gone, err := nc.SubscribeSync("peercam.node.X")
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, 3*time.Second, "A answers for the device on NATS", func() bool {
+		_, err := nc.Request("peercam.dev."+d.id, []byte(`{"op":"locate"}`), 200*time.Millisecond)
+		return err == nil
+	})
+	pinned := func(gen string, since int64, sid string) {
+		t.Helper()
+		msg, err := proto.Encode(&proto.Candidate{Session: sid, Candidate: "candidate:1 1 udp 1 192.0.2.1 9 typ host"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(map[string]any{"op": "msg", "node": "X", "device": d.id, "gen": gen, "since": since,
+			"session": sid, "type": "candidate", "msg": json.RawMessage(msg)})
+		if err := nc.Publish("peercam.dev."+d.id, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	candidate := func(within time.Duration) *proto.Candidate {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			m, _ := next(in, time.Until(deadline))
+			if c, ok := m.(*proto.Candidate); ok {
+				return c
+			}
+		}
+		return nil
+	}
+
+	pinned("X:1", time.Now().Add(-time.Hour).UnixNano(), "older")
+	if c := candidate(3 * time.Second); c == nil || c.Session != "older" {
+		t.Fatalf("a message pinned to an older link: the device got %#v, want it", c)
+	}
+	pinned("X:2", time.Now().Add(time.Hour).UnixNano(), "newer")
+	if c := candidate(500 * time.Millisecond); c != nil {
+		t.Fatalf("a message pinned to a newer link elsewhere reached this older one: %#v", c)
+	}
+	if m, err := gone.NextMsg(200 * time.Millisecond); err == nil {
+		t.Fatalf("the viewer's node was told %s", m.Data)
 	}
 }
