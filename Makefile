@@ -62,6 +62,7 @@ test: lint
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 500000x ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeDirect$$' -fuzztime 30000x ./proto
 	$(GO) test -run '^$$' -fuzz '^FuzzEnvelopeEncode$$' -fuzztime 10000x ./rendezvous/internal/hub
+	$(GO) test -run '^$$' -fuzz '^FuzzEnvelopeDecode$$' -fuzztime 10000x ./rendezvous/internal/hub
 	$(GO) test -run '^$$' -fuzz '^FuzzSliceType$$' -fuzztime 300000x ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitAccessUnits$$' -fuzztime 300000x ./internal/media/h264
 	$(GO) test -run '^$$' -fuzz '^FuzzParsePCPMap$$' -fuzztime 100000x ./device-agent/internal/portmap
@@ -75,7 +76,7 @@ test: lint
 # each package's testdata/fuzz and is replayed by every go test after.
 FUZZTIME ?= 1m
 fuzz:
-	@for t in 'FuzzDecode ./proto' 'FuzzEncodeDirect ./proto' 'FuzzEnvelopeEncode ./rendezvous/internal/hub' 'FuzzSliceType ./internal/media/h264' 'FuzzSplitAccessUnits ./internal/media/h264' \
+	@for t in 'FuzzDecode ./proto' 'FuzzEncodeDirect ./proto' 'FuzzEnvelopeEncode ./rendezvous/internal/hub' 'FuzzEnvelopeDecode ./rendezvous/internal/hub' 'FuzzSliceType ./internal/media/h264' 'FuzzSplitAccessUnits ./internal/media/h264' \
 		'FuzzSplitAccessUnits ./internal/media/h265' 'FuzzParsePCPMap ./device-agent/internal/portmap' 'FuzzParse ./internal/onvif' \
 		'FuzzOffer ./device-agent/internal/peer' 'FuzzLoadConfig ./device-agent/agent' 'FuzzVideoPackets ./device-agent/internal/rtspsource'; do \
 		set -- $$t; echo "== $$1 $$2"; $(GO) test -run '^$$' -fuzz "^$$1$$" -fuzztime $(FUZZTIME) $$2 || exit 1; \

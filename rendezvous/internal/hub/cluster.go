@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 
@@ -125,6 +127,148 @@ func (e *envelope) encode() ([]byte, error) {
 		b = append(append(b, `,"msg":`...), e.Msg...) // compact already: proto.Encode's
 	}
 	return append(b, '}'), nil
+}
+
+// decode is json.Unmarshal(b, e). An envelope of the shape encode (and
+// json.Marshal) writes, with plain strings and numbers, is read in one
+// pass that only matches the message's braces rather than parsing it: the
+// message is taken as it is (another node wrote it with proto.Encode, and
+// the device or viewer it goes to decodes it strictly). Any other shape
+// goes to json.Unmarshal.
+func (e *envelope) decode(b []byte) error {
+	if e.decodeFlat(b) {
+		return nil
+	}
+	*e = envelope{}
+	return json.Unmarshal(b, e)
+}
+
+func (e *envelope) decodeFlat(b []byte) bool {
+	n := len(b)
+	if n < 2 || b[0] != '{' || b[n-1] != '}' {
+		return false
+	}
+	for i := 1; ; {
+		key, rest, ok := plainString(b[i:])
+		if !ok || len(rest) == 0 || rest[0] != ':' {
+			return false
+		}
+		i = n - len(rest) + 1
+		switch key {
+		case "msg":
+			end := objectEnd(b[i:])
+			if end < 0 {
+				return false
+			}
+			e.Msg, i = b[i:i+end], i+end
+		case "since":
+			j := i
+			for j < n && (b[j] == '-' || '0' <= b[j] && b[j] <= '9') {
+				j++
+			}
+			v, err := strconv.ParseInt(string(b[i:j]), 10, 64)
+			if digits := strings.TrimPrefix(string(b[i:j]), "-"); err != nil || (digits[0] == '0' && len(digits) > 1) {
+				return false
+			}
+			e.Since, i = v, j
+		case "forget":
+			switch {
+			case bytes.HasPrefix(b[i:], []byte("true")):
+				e.Forget, i = true, i+4
+			case bytes.HasPrefix(b[i:], []byte("false")):
+				e.Forget, i = false, i+5
+			default:
+				return false
+			}
+		default:
+			dst := e.stringField(key)
+			v, rest, ok := plainString(b[i:])
+			if dst == nil || !ok {
+				return false
+			}
+			*dst, i = v, n-len(rest)
+		}
+		switch {
+		case i < n-1 && b[i] == ',':
+			i++
+		case i == n-1:
+			return true
+		default:
+			return false
+		}
+	}
+}
+
+// objectEnd is the length of the JSON object at the start of b, found by
+// matching braces outside strings (not a validation: the node that wrote it
+// used proto.Encode); -1 if b does not start with a whole object.
+func objectEnd(b []byte) int {
+	if len(b) == 0 || b[0] != '{' {
+		return -1
+	}
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth--; depth == 0 {
+				return i + 1
+			}
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		}
+	}
+	return -1
+}
+
+// stringField is e's string field of that JSON name, or nil.
+func (e *envelope) stringField(key string) *string {
+	switch key {
+	case "op":
+		return &e.Op
+	case "type":
+		return &e.Type
+	case "node":
+		return &e.Node
+	case "device":
+		return &e.Device
+	case "gen":
+		return &e.Gen
+	case "session":
+		return &e.Session
+	case "id":
+		return &e.ID
+	case "key":
+		return &e.Key
+	}
+	return nil
+}
+
+// plainString reads a JSON string at the start of b that needs no
+// unescaping: printable, valid UTF-8, no backslash.
+func plainString(b []byte) (s string, rest []byte, ok bool) {
+	if len(b) < 2 || b[0] != '"' {
+		return "", nil, false
+	}
+	j := bytes.IndexByte(b[1:], '"')
+	if j < 0 {
+		return "", nil, false
+	}
+	v := b[1 : 1+j]
+	for _, c := range v {
+		if c < 0x20 || c == '\\' {
+			return "", nil, false
+		}
+	}
+	if !utf8.Valid(v) {
+		return "", nil, false
+	}
+	return string(v), b[2+j:], true
 }
 
 const (
@@ -247,7 +391,7 @@ func (c *cluster) locate(ctx context.Context, id string) (located, bool) {
 		return located{}, false
 	}
 	var e envelope
-	if json.Unmarshal(m.Data, &e) != nil || e.Gen == "" {
+	if e.decode(m.Data) != nil || e.Gen == "" {
 		return located{}, false
 	}
 	return located{pin: pin{node: e.Node, gen: e.Gen, since: e.Since}, cameras: e.Cameras}, true
@@ -266,7 +410,7 @@ func (c *cluster) toDevice(devID string, p pin, sid string, m proto.Message) err
 // onDevice serves a device subject this node holds.
 func (c *cluster) onDevice(devID string, nm *nats.Msg) {
 	var e envelope
-	if json.Unmarshal(nm.Data, &e) != nil {
+	if e.decode(nm.Data) != nil {
 		return
 	}
 	h := c.h
@@ -347,7 +491,7 @@ func (c *cluster) fromDevice(d *device, sid string, m proto.Message) {
 // onNode serves this node's inbox.
 func (c *cluster) onNode(nm *nats.Msg) {
 	var e envelope
-	if json.Unmarshal(nm.Data, &e) == nil {
+	if e.decode(nm.Data) == nil {
 		c.fromPeer(e)
 	}
 }
@@ -368,7 +512,7 @@ func (c *cluster) fromPeer(e envelope) {
 // onAll serves the broadcasts.
 func (c *cluster) onAll(nm *nats.Msg) {
 	var e envelope
-	if json.Unmarshal(nm.Data, &e) != nil || e.Node == c.node {
+	if e.decode(nm.Data) != nil || e.Node == c.node {
 		return
 	}
 	h := c.h
@@ -413,7 +557,7 @@ func (c *cluster) closeWHEP(who, devID, camera, sid string) error {
 // an unknown session times out as "not found", as on one node.
 func (c *cluster) onWHEPClose(nm *nats.Msg) {
 	var e envelope
-	if json.Unmarshal(nm.Data, &e) != nil || e.Node == c.node {
+	if e.decode(nm.Data) != nil || e.Node == c.node {
 		return
 	}
 	if c.h.closeWHEPHere(e.ID, e.Device, e.Key, e.Session) == nil {
