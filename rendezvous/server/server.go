@@ -372,7 +372,8 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 		}()
 	}
-	go s.hub.WatchStore(ctx, 500*time.Millisecond)
+	watching := make(chan struct{})
+	go func() { defer close(watching); s.hub.WatchStore(ctx, 500*time.Millisecond) }()
 	if s.metricsLn != nil {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", s.metrics.Handler())
@@ -404,6 +405,10 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	_ = s.http.Shutdown(shut)
 	s.hub.Close() // Shutdown leaves the hijacked WebSockets open
+	// Nothing may use the store once Run returns (and closes it).
+	if ctx.Err() != nil {
+		<-watching
+	}
 	if s.nc != nil {
 		s.nc.Close()
 	}

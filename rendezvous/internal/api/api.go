@@ -442,6 +442,7 @@ func (a *API) claim(w http.ResponseWriter, r *http.Request, si *signedIn) {
 	if !a.limiter.allow(w, "claim:"+addrKey(a.clientIP(r))) || !a.limiter.allow(w, "claim-user:"+si.user.Name) {
 		return
 	}
+	a.cfg.Hub.FlushShared() // the other nodes count this attempt before the next
 	var body struct {
 		Code string `json:"code"`
 		Name string `json:"name"`
@@ -715,6 +716,7 @@ func (a *API) checkToken(ip, tok string) (*viewertoken.Claims, error) {
 	c, err := a.parseViewerToken(tok)
 	if err != nil {
 		a.limiter.take(key)
+		a.cfg.Hub.FlushShared()
 	}
 	return c, err
 }

@@ -116,6 +116,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		a.limiter.take("login:" + ip)
 		a.pairFail.take(pair)
 		a.accountFail.take(acct)
+		a.cfg.Hub.FlushShared() // the other nodes count this failure before the next guess
 		a.cfg.Metrics.Logins.WithLabelValues("failed").Inc()
 		a.log.Info("login failed", "user", c.Name, "remote", ip)
 		if found {

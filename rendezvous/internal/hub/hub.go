@@ -162,8 +162,9 @@ type Hub struct {
 	// conns are the open signaling sockets, closed by Close: an HTTP
 	// server's shutdown leaves hijacked WebSockets open.
 	conns map[*wsconn.Conn]struct{}
-	// serving counts the links being served (track); once Close has
-	// begun, the last to end closes drained.
+	// serving counts the links being served (track) and the goroutines
+	// that use the store (goLocked); once Close has begun, the last to end
+	// closes drained.
 	serving int
 	drained chan struct{}
 	// closing is set by Close: devices leaving then are not offline, the
@@ -425,11 +426,30 @@ func (h *Hub) track(c *wsconn.Conn) func() {
 	return func() {
 		h.mu.Lock()
 		delete(h.conns, c)
-		if h.serving--; h.serving == 0 && h.drained != nil {
-			close(h.drained)
-			h.drained = nil
-		}
+		h.doneLocked()
 		h.mu.Unlock()
+	}
+}
+
+// goLocked runs f on a goroutine that Close waits for: work that uses the
+// store (a claim-code loop, a slot's release). Hub.mu held.
+func (h *Hub) goLocked(f func()) {
+	h.serving++
+	go func() {
+		defer func() {
+			h.mu.Lock()
+			h.doneLocked()
+			h.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// doneLocked counts off one link or goroutine of serving. Hub.mu held.
+func (h *Hub) doneLocked() {
+	if h.serving--; h.serving == 0 && h.drained != nil {
+		close(h.drained)
+		h.drained = nil
 	}
 }
 
@@ -459,7 +479,7 @@ func (h *Hub) Close() {
 		select {
 		case <-done:
 		case <-deadline:
-			h.log.Warn("some signaling links had not ended 5 s after shutdown began")
+			h.log.Warn("some signaling links or store work had not ended 5 s after shutdown began")
 			return
 		}
 	}
@@ -667,7 +687,7 @@ func (h *Hub) startClaimLocked(ctx context.Context, d *device) {
 	}
 	cctx, stop := context.WithCancel(ctx)
 	d.stopClaim = stop
-	go h.claimLoop(cctx, d)
+	h.goLocked(func() { h.claimLoop(cctx, d) })
 }
 
 func (h *Hub) claimLoop(ctx context.Context, d *device) {
@@ -1168,7 +1188,7 @@ func (h *Hub) forgetLocked(sid string) {
 	s.noOffer.Stop()
 	delete(h.sessions, sid)
 	if s.slot {
-		go h.releaseSlot(sid)
+		h.goLocked(func() { h.releaseSlot(sid) })
 	}
 	if !s.offered {
 		h.unused[unusedKey{owner: s.ownerID, actor: s.actor, device: s.deviceID}]++
@@ -1395,6 +1415,15 @@ func (h *Hub) revokeTokenHere(tokenID string) int {
 func (h *Hub) ShareLimit(name, key string, forget bool) {
 	if h.cl != nil {
 		h.cl.broadcast(envelope{Op: "limit", ID: name, Key: key, Forget: forget})
+	}
+}
+
+// FlushShared returns once what ShareLimit announced has reached NATS (at
+// most 1 s), so that a refusal answered after spending is counted by the
+// other nodes before the client can try one of them; nothing on one node.
+func (h *Hub) FlushShared() {
+	if h != nil && h.cl != nil {
+		_ = h.cl.nc.FlushTimeout(time.Second)
 	}
 }
 
