@@ -82,13 +82,12 @@ func (h hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return ic, bufio.NewReadWriter(bufio.NewReaderSize(ic, 16), brw.Writer), nil
 }
 
-// frame reads a frame header: its length and the payload's, its opcode and
-// whether it is a well-formed client control frame (final, masked, no
+// frame reads a frame header: its length and the payload's, and whether it is a well-formed client control frame (final, masked, no
 // reserved bits, at most 125 bytes). ok is false while the header is
 // incomplete.
-func frame(b []byte) (header int, payload int64, op byte, control, ok bool) {
+func frame(b []byte) (header int, payload int64, control, ok bool) {
 	if len(b) < 2 {
-		return 0, 0, 0, false, false
+		return 0, 0, false, false
 	}
 	header, payload = 2, int64(b[1]&0x7f)
 	switch payload {
@@ -101,7 +100,7 @@ func frame(b []byte) (header int, payload int64, op byte, control, ok bool) {
 		header += 4
 	}
 	if len(b) < header {
-		return 0, 0, 0, false, false
+		return 0, 0, false, false
 	}
 	switch payload {
 	case 126:
@@ -113,10 +112,10 @@ func frame(b []byte) (header int, payload int64, op byte, control, ok bool) {
 			payload = math.MaxInt64 - maxHeader // gorilla refuses it
 		}
 	}
-	op = b[0] & 0x0f
+	op := b[0] & 0x0f
 	control = (op == websocket.PingMessage || op == websocket.PongMessage) &&
 		b[0]&0xf0 == 0x80 && b[1]&0x80 != 0 && payload <= maxControl
-	return header, payload, op, control, true
+	return header, payload, control, true
 }
 
 // errStop ends a peek with the read error it met (or io.EOF), which the
@@ -156,7 +155,7 @@ func (c *idleConn) look(fd uintptr) bool {
 		return true
 	}
 	var ok bool
-	c.p.header, c.p.payload, _, c.p.control, ok = frame(c.peek[:n])
+	c.p.header, c.p.payload, c.p.control, ok = frame(c.peek[:n])
 	if !ok {
 		return false // the rest of the header is on its way
 	}

@@ -15,13 +15,7 @@ func FuzzEnvelopeEncode(f *testing.F) {
 	f.Add("", "", "", "", "", int64(0), "", "id\x00\xff", "key\"\\", true, "")
 	f.Fuzz(func(t *testing.T, op, typ, node, device, gen string, since int64, session, id, key string, forget bool, sdp string) {
 		e := envelope{Op: op, Type: typ, Node: node, Device: device, Gen: gen, Since: since, Session: session, ID: id, Key: key, Forget: forget}
-		if sdp != "" {
-			b, err := proto.Encode(&proto.Answer{Session: "s", SDP: sdp})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.Msg = b
-		}
+		e.Msg = answerMsg(t, sdp)
 		got, err := e.encode()
 		if err != nil {
 			t.Fatal(err)
@@ -46,13 +40,7 @@ func FuzzEnvelopeDecode(f *testing.F) {
 	f.Add("", "", "", "", "", int64(0), "", "", "", false, "", []byte(`{"device":"d","msg":{"v":1,"type":"bye","session":"s\"}"},"node":"X","op":"msg"}`))
 	f.Fuzz(func(t *testing.T, op, typ, node, device, gen string, since int64, session, id, key string, forget bool, sdp string, raw []byte) {
 		e := envelope{Op: op, Type: typ, Node: node, Device: device, Gen: gen, Since: since, Session: session, ID: id, Key: key, Forget: forget}
-		if sdp != "" {
-			b, err := proto.Encode(&proto.Answer{Session: "s", SDP: sdp})
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.Msg = b
-		}
+		e.Msg = answerMsg(t, sdp)
 		for _, b := range [][]byte{must(e.encode()), raw} {
 			var got, want envelope
 			gotErr, wantErr := got.decode(b), json.Unmarshal(b, &want)
@@ -68,6 +56,14 @@ func FuzzEnvelopeDecode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// answerMsg is an encoded answer carrying sdp, or nil for none.
+func answerMsg(t *testing.T, sdp string) []byte {
+	if sdp == "" {
+		return nil
+	}
+	return must(proto.Encode(&proto.Answer{Session: "s", SDP: sdp}))
 }
 
 func must(b []byte, err error) []byte {
