@@ -11,11 +11,13 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/peercam/peercam/rendezvous/server"
@@ -202,28 +204,54 @@ exec "$@"
 type whepViewer struct {
 	pc    *webrtc.PeerConnection
 	bytes atomic.Int64
+	// opened is when the viewer started its offer.
+	opened time.Time
+	mu     sync.Mutex // guards frames
+	// frames logs each video frame as its last packet came (see takeFrames).
+	frames []rxFrame
+}
+
+// rxFrame is a video frame as a viewer got it: its RTP timestamp, whether
+// it was a keyframe, and when its last packet came.
+type rxFrame struct {
+	ts  uint32
+	key bool
+	at  time.Time
 }
 
 // openWHEPViewer starts a viewer from the calling goroutine and lets it run.
-// It decrypts and counts what it gets and does nothing else (no pion
-// interceptors: no NACKs, receiver reports or TWCC), so that in the
-// benchmarks the two cores go to the server under test, not to its
-// viewers.
+// It decrypts, counts and logs the frames it gets (timestamps and arrival
+// times, see rxFrame) and does nothing else (no pion interceptors: no
+// NACKs, receiver reports or TWCC), so that in the benchmarks the two cores
+// go to the server under test, not to its viewers.
 func openWHEPViewer(tb testing.TB, url, token string) *whepViewer {
 	tb.Helper()
-	v := &whepViewer{pc: loopbackPC(tb, &interceptor.Registry{})}
+	v := &whepViewer{pc: loopbackPC(tb, &interceptor.Registry{}), opened: time.Now()}
 	tb.Cleanup(func() { v.pc.Close() })
 	if _, err := v.pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
 		tb.Fatal(err)
 	}
 	v.pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 		buf := make([]byte, 1500)
+		var h rtp.Header
+		key := false
 		for {
 			n, _, err := tr.Read(buf)
 			if err != nil {
 				return
 			}
 			v.bytes.Add(int64(n))
+			hl, err := h.Unmarshal(buf[:n])
+			if err != nil {
+				continue
+			}
+			key = key || h264PacketKey(buf[hl:n])
+			if h.Marker {
+				v.mu.Lock()
+				v.frames = append(v.frames, rxFrame{ts: h.Timestamp, key: key, at: time.Now()})
+				v.mu.Unlock()
+				key = false
+			}
 		}
 	})
 	status, _, answer := whepPost(tb, url, token, v.pc)
@@ -234,6 +262,55 @@ func openWHEPViewer(tb testing.TB, url, token string) *whepViewer {
 		tb.Fatal(err)
 	}
 	return v
+}
+
+// takeFrames returns the frames logged since the last call.
+func (v *whepViewer) takeFrames() []rxFrame {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	f := v.frames
+	v.frames = nil
+	return f
+}
+
+// firstKey is how long after its offer the viewer had its first whole
+// keyframe, waiting up to within; false if none came.
+func (v *whepViewer) firstKey(within time.Duration) (time.Duration, bool) {
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		v.mu.Lock()
+		for _, f := range v.frames {
+			if f.key {
+				v.mu.Unlock()
+				return f.at.Sub(v.opened), true
+			}
+		}
+		v.mu.Unlock()
+	}
+	return 0, false
+}
+
+// h264PacketKey reports whether an H.264 RTP payload (RFC 6184) carries an
+// IDR slice or a sequence parameter set, the start of a keyframe.
+func h264PacketKey(p []byte) bool {
+	if len(p) < 2 {
+		return false
+	}
+	isKey := func(t byte) bool { return t == 5 || t == 7 }
+	switch t := p[0] & 0x1f; t {
+	case 24: // STAP-A: 16-bit sizes, each followed by a NAL unit
+		for i := 1; i+2 < len(p); {
+			size := int(p[i])<<8 | int(p[i+1])
+			if isKey(p[i+2] & 0x1f) {
+				return true
+			}
+			i += 2 + size
+		}
+		return false
+	case 28: // FU-A: the start fragment names the NAL unit's type
+		return p[1]&0x80 != 0 && isKey(p[1]&0x1f)
+	default:
+		return isKey(t)
+	}
 }
 
 // procMemory reads a process's resident set and its peak, in MiB.

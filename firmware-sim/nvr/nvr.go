@@ -62,6 +62,11 @@ type Config struct {
 	MainKbps int
 	// Logger receives connection events. Default slog.Default().
 	Logger *slog.Logger
+	// OnVideo, when set, is called with each video frame's packets just
+	// before they go to the stream's clients, from the stream's own
+	// goroutine: a benchmark times frames from the camera to a viewer
+	// with it.
+	OnVideo func(channel int, kind string, pkts []*rtp.Packet)
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -155,6 +160,10 @@ type Server struct {
 	// asked counts keyframe requests by how they came (rtcp, http).
 	askedRTCP, askedHTTP atomic.Uint64
 	closed               sync.Once
+
+	playMu sync.Mutex // guards playing
+	// playing maps each session that played a stream to it.
+	playing map[*gortsplib.ServerSession]streamKey
 }
 
 // Start opens the listeners and starts every stream.
@@ -167,7 +176,8 @@ func Start(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("component", "nvr"), ready: make(chan struct{}), streams: map[streamKey]*gortsplib.ServerStream{},
 		clips: map[streamKey]*camera.Clip{}, stalled: map[int]*atomic.Bool{}, garbage: map[int]*atomic.Bool{},
-		reject: map[int]*atomic.Bool{}, longGOP: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{}}
+		reject: map[int]*atomic.Bool{}, longGOP: map[int]*atomic.Bool{}, keyframe: map[streamKey]chan struct{}{}, swap: map[streamKey]chan *camera.Clip{},
+		playing: map[*gortsplib.ServerSession]streamKey{}}
 	for ch := 1; ch <= cfg.Channels; ch++ {
 		s.stalled[ch], s.garbage[ch], s.reject[ch], s.longGOP[ch] = new(atomic.Bool), new(atomic.Bool), new(atomic.Bool), new(atomic.Bool)
 		s.stalled[ch].Store(contains(cfg.StalledChannels, ch))
@@ -272,6 +282,9 @@ func (s *Server) startStream(ctx context.Context, ch int, kind string) error {
 			}
 			if garbage.Load() {
 				pkts = camera.Mangle(pkts)
+			}
+			if s.cfg.OnVideo != nil {
+				s.cfg.OnVideo(ch, kind, pkts)
 			}
 			for _, p := range pkts {
 				_ = st.WritePacketRTP(video, p)
@@ -514,6 +527,11 @@ func (s *Server) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response
 // OnPlay implements gortsplib.ServerHandlerOnPlay.
 func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	ch, kind, ok := ParsePath(ctx.Path, ctx.Query)
+	if ok {
+		s.playMu.Lock()
+		s.playing[ctx.Session] = streamKey{ch, kind}
+		s.playMu.Unlock()
+	}
 	if s.cfg.KeyframeOnPlay {
 		s.RequestKeyframe(ch, kind, ok)
 	}
@@ -529,6 +547,26 @@ func (s *Server) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 		})
 	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnSessionClose implements gortsplib.ServerHandlerOnSessionClose.
+func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
+	s.playMu.Lock()
+	delete(s.playing, ctx.Session)
+	s.playMu.Unlock()
+}
+
+// Playing counts the RTSP sessions playing a stream now.
+func (s *Server) Playing(channel int, kind string) int {
+	s.playMu.Lock()
+	defer s.playMu.Unlock()
+	n := 0
+	for _, k := range s.playing {
+		if k == (streamKey{channel, kind}) {
+			n++
+		}
+	}
+	return n
 }
 
 // Keyframe is a keyframe request from the camera's web API (ISAPI): ok

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/pion/rtp"
 
 	"github.com/peercam/peercam/firmware-sim/camera"
 )
@@ -263,5 +264,67 @@ func TestStartWhileClientsRetry(t *testing.T) {
 	srv.Close()
 	if described.Load() == 0 {
 		t.Fatal("no client was served once the recorder was up")
+	}
+}
+
+// Playing counts the sessions playing a stream, and OnVideo sees each video
+// frame of every stream as it goes out, played or not.
+func TestPlayingAndOnVideo(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.Audio = "127.0.0.1:0", false
+	var mu sync.Mutex
+	frames := map[string]int{}
+	var lastTS uint32
+	cfg.OnVideo = func(ch int, kind string, pkts []*rtp.Packet) {
+		mu.Lock()
+		defer mu.Unlock()
+		frames[fmt.Sprint(ch, kind)]++
+		if ch == 1 && kind == camera.Main {
+			lastTS = pkts[len(pkts)-1].Timestamp
+		}
+	}
+	srv, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	waitUntil := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	if n := srv.Playing(1, camera.Main); n != 0 {
+		t.Fatalf("playing before any client: %d", n)
+	}
+	u, _ := base.ParseURL(srv.URL(1, camera.Main))
+	c := gortsplib.Client{}
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		t.Fatal(err)
+	}
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Play(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil("one session playing main", func() bool { return srv.Playing(1, camera.Main) == 1 })
+	time.Sleep(600 * time.Millisecond) // 15 frames at 25 fps
+	if n := srv.Playing(1, camera.Sub); n != 0 {
+		t.Fatalf("sub stream playing %d, want 0", n)
+	}
+	c.Close()
+	waitUntil("no session after the client closed", func() bool { return srv.Playing(1, camera.Main) == 0 })
+	mu.Lock()
+	main, sub, ts := frames["1main"], frames["1sub"], lastTS
+	mu.Unlock()
+	if main < 10 || sub < 10 || ts == 0 {
+		t.Fatalf("OnVideo saw %d main and %d sub frames (last main timestamp %d); want both streams' frames", main, sub, ts)
 	}
 }
