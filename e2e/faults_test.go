@@ -158,9 +158,12 @@ func TestBrowserCameraFaults(t *testing.T) {
 // frames keep coming at its rate and the agent sees no outage. The first
 // viewer of its cold main stream starts at once on the warm sub stream, and
 // a viewer joining the warm main stream starts at once from the cached GOP.
+// Once nobody watches main and its pull has stopped, the next viewer
+// starts on the sub stream again (a stopped stream's old GOP is gone). The
+// camera ignores RTCP keyframe requests, as many do.
 func TestCameraLongGOP(t *testing.T) {
-	in := startInfraSim(t, 1, func(c *nvr.Config) { c.LongGOPChannels = []int{1} })
-	ag, _ := startAgent(t, in, 1, nil)
+	in := startInfraSim(t, 1, func(c *nvr.Config) { c.LongGOPChannels = []int{1}; c.IgnoreRTCPKeyframeRequests = true })
+	ag, _ := startAgent(t, in, 1, func(c *agent.Config) { c.Linger = 200 * time.Millisecond })
 	waitFor(t, 10*time.Second, "agent online", func() bool { return in.rv.Hub().Online(ag.ID()) })
 	if err := server.ClaimDevice(context.Background(), in.dataDir, ownerName, ag.ID(), "Shop NVR"); err != nil {
 		t.Fatal(err)
@@ -178,10 +181,11 @@ func TestCameraLongGOP(t *testing.T) {
 		t.Fatal("the main stream is pulled before anyone watches it")
 	}
 	cold := watchWHEPWithin(t, http.DefaultClient, url, token, 1, 15*time.Second)
-	if cold.firstFrame > 2*time.Second {
-		t.Fatalf("the first viewer of the cold main stream waited %v, want the warm sub stream's picture at once", cold.firstFrame)
+	if cold.width != 640 || cold.firstFrame > 2*time.Second {
+		t.Fatalf("the first viewer of the cold main stream started on a %d×%d picture after %v, want the warm sub stream's 640×360 at once",
+			cold.width, cold.height, cold.firstFrame)
 	}
-	p, _ := play(t, url, token)
+	p, stop := play(t, url, token)
 	waitFor(t, 15*time.Second, "playing", func() bool { return p.frames.Load() > 0 })
 	// On the sub stream (15 fps) until main's first keyframe, up to 10 s.
 	waitFor(t, 12*time.Second, "the main stream's first keyframe", func() bool { return ag.Stream("1", "main").Stats().GOP > 0 })
@@ -208,6 +212,15 @@ func TestCameraLongGOP(t *testing.T) {
 	}
 	if warm.firstFrame > 2*time.Second {
 		t.Fatalf("a viewer joining the warm stream waited %v for its first frame", warm.firstFrame)
+	}
+	stop()
+	waitFor(t, 10*time.Second, "main stream stopped after its linger", func() bool { return !ag.Stream("1", "main").Stats().Running })
+	again := watchWHEPWithin(t, http.DefaultClient, url, token, 1, 15*time.Second)
+	// The sub stream's picture (640×360), not main's next keyframe: that
+	// can come at once by chance, so the size says which it was.
+	if again.width != 640 || again.firstFrame > 2*time.Second {
+		t.Fatalf("the next viewer of the stopped main stream started on a %d×%d picture after %v, want the warm sub stream's 640×360 at once",
+			again.width, again.height, again.firstFrame)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+
+	"github.com/peercam/peercam/firmware-sim/camera"
 	"github.com/peercam/peercam/firmware-sim/nvr"
 )
 
@@ -86,6 +90,9 @@ type served struct {
 	pid   int
 	url   string
 	token string
+	// coldURL plays the second camera's main stream, which nobody pulls
+	// until a viewer comes.
+	coldURL string
 	// metrics is the agent's metrics URL; empty for mediamtx.
 	metrics string
 }
@@ -93,18 +100,43 @@ type served struct {
 type viewerRow struct {
 	n                       int
 	cpu, heap, rss, slowest float64
-	p50, p99                float64
+	// p50 and p99 are the agent's own forwarding delay (its metric), ms.
+	p50, p99 float64
+	// e2e is each frame's delay from the camera to a viewer, over every
+	// viewer and frame of the window.
+	e2e []time.Duration
 	// viewersCPU is the benchmark's own process: its viewers.
 	viewersCPU float64
 }
 
-// BenchmarkViewers is one camera (720p25, 2 Mbit/s CBR, 4 s GOP) watched by
-// 1, 10, 25, 50 and 100 WHEP viewers of the agent binary, with its default
-// memory limit. At each step: the agent's CPU (% of one core, over 10 s),
-// live heap and RSS, the slowest viewer's share of the stream's bitrate,
-// and, from the agent's metrics, the p99 forwarding delay. With mediamtx on
-// the PATH (or MEDIAMTX naming its binary) the same steps run against it,
-// pulling the same camera, in the same run. Run it alone:
+// scorecard is one server's figures in BenchmarkViewers.
+type scorecard struct {
+	// warm and cold are the first whole keyframe after the offer, ms; back
+	// is how long after it the viewer played live (ms), lag each live
+	// frame's delay from the camera in those warm views.
+	warm, cold, back []float64
+	lag              []time.Duration
+	rows             []viewerRow
+}
+
+// BenchmarkViewers is the agent beside mediamtx, in one run and one table.
+// The camera is the simulator's channel 1 (720p25, 2 Mbit/s CBR, 4 s GOP);
+// channel 2 is the same and nobody watches it between cold views. Each
+// server in turn gets:
+//   - 10 warm views: from the offer to the first whole keyframe, how long
+//     until the picture is live (the GOP cache played through), and how far
+//     behind the camera it then is;
+//   - 6 cold views of channel 2's main stream, at spread phases against its
+//     keyframes;
+//   - 1, 10, 25, 50 and 100 viewers held at once: its CPU (% of one core,
+//     over 10 s), RSS, the agent's live heap and forwarding delay (its
+//     metrics), the slowest viewer's bitrate and every frame's delay from
+//     the camera to each viewer.
+//
+// Delays from the camera are measured at the viewers against the
+// simulator's log of what it sent (camLog), the same way for both. The
+// agent runs with its default memory limit and warm sub streams. mediamtx
+// runs when it is on the PATH or MEDIAMTX names its binary. Run it alone:
 // go test -run '^$' -bench BenchmarkViewers -benchtime 1x ./e2e
 // (VIEWERS=1,10 picks the steps.)
 func BenchmarkViewers(b *testing.B) {
@@ -116,63 +148,51 @@ func BenchmarkViewers(b *testing.B) {
 			steps = append(steps, n)
 		}
 	}
-	in := startInfraSim(b, 1, func(c *nvr.Config) { c.MainKbps = 2000; c.Audio = false }, benchOpens)
+	cams := map[int]*camLog{1: {}, 2: {}}
+	in := startInfraSim(b, 2, func(c *nvr.Config) {
+		c.MainKbps, c.Audio = 2000, false
+		c.OnVideo = func(ch int, kind string, pkts []*rtp.Packet) {
+			if kind == camera.Main {
+				cams[ch].add(pkts)
+			}
+		}
+	}, benchOpens)
 	metricsAddr := freeAddr(b)
-	ag := startAgentBinary(b, in, agentBinary(b, "amd64"), 1, agentRun{yaml: fmt.Sprintf(`max_viewers: %d
+	// A short linger, so that channel 2 is cold again soon after each cold
+	// view; it changes nothing while channel 1 is watched.
+	ag := startAgentBinary(b, in, agentBinary(b, "amd64"), 2, agentRun{yaml: fmt.Sprintf(`max_viewers: %d
+linger: 100ms
 metrics_listen: %s
 `, steps[len(steps)-1]+2, metricsAddr)})
-	token, err := mintToken(context.Background(), in.dataDir, ag.id, []string{"1"}, time.Hour)
+	token, err := mintToken(context.Background(), in.dataDir, ag.id, []string{"1", "2"}, time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	targets := []served{{name: "PeerCam", pid: ag.cmd.Process.Pid, url: fmt.Sprintf("%s/whep/%s/1", in.rv.URL(), ag.id), token: token,
+	whep := fmt.Sprintf("%s/whep/%s/", in.rv.URL(), ag.id)
+	targets := []served{{name: "PeerCam", pid: ag.cmd.Process.Pid, url: whep + "1", coldURL: whep + "2", token: token,
 		metrics: "http://" + metricsAddr + "/metrics"}}
-	if mtx := startMediaMTX(b, in.sim.URL(1, "main")); mtx != nil {
+	if mtx := startMediaMTX(b, in.sim.URL(1, "main"), in.sim.URL(2, "main")); mtx != nil {
 		targets = append(targets, *mtx)
 	}
-	results := map[string][]viewerRow{}
+	results := map[string]*scorecard{}
 	b.ResetTimer()
 	for _, tg := range targets {
-		results[tg.name] = measureViewers(b, tg, steps)
+		results[tg.name] = measureServer(b, in, cams, tg, steps)
 	}
 	b.StopTimer()
-	var tbl strings.Builder
-	fmt.Fprintf(&tbl, "\n| viewers |")
+	// On stdout: the benchmark log keeps only its first ten lines.
+	fmt.Print(scorecardTable(targets, results, steps))
 	for _, tg := range targets {
-		fmt.Fprintf(&tbl, " %s CPU %% | %s RSS MiB |", tg.name, tg.name)
-	}
-	fmt.Fprintf(&tbl, " PeerCam live heap MiB | PeerCam forwarding p99 | slowest viewer Mbit/s |\n|---|")
-	for range targets {
-		tbl.WriteString("---|---|")
-	}
-	tbl.WriteString("---|---|---|\n")
-	for i, n := range steps {
-		fmt.Fprintf(&tbl, "| %d |", n)
-		slowest := results["PeerCam"][i].slowest
-		for _, tg := range targets {
-			r := results[tg.name][i]
-			fmt.Fprintf(&tbl, " %.1f | %.0f |", r.cpu, r.rss)
-			slowest = min(slowest, r.slowest)
-		}
-		pr := results["PeerCam"][i]
-		fmt.Fprintf(&tbl, " %.1f | ≤ %.1f ms | %.2f |\n", pr.heap, pr.p99, slowest)
-	}
-	for _, tg := range targets {
-		rows := results[tg.name]
+		rows := results[tg.name].rows
 		if len(rows) < 2 {
 			continue
 		}
 		first, last := rows[0], rows[len(rows)-1]
-		per := (last.cpu - first.cpu) / float64(last.n-first.n)
-		fmt.Fprintf(&tbl, "\n%s, marginal per viewer (%d→%d): %.3f%% of a core", tg.name, first.n, last.n, per)
-		b.ReportMetric(per, "cpu%/viewer-"+tg.name)
+		b.ReportMetric((last.cpu-first.cpu)/float64(last.n-first.n), "cpu%/viewer-"+tg.name)
 		if tg.metrics != "" {
-			heapKiB := (last.heap - first.heap) * 1024 / float64(last.n-first.n)
-			fmt.Fprintf(&tbl, ", %.0f KiB live heap", heapKiB)
-			b.ReportMetric(heapKiB, "heapKiB/viewer")
+			b.ReportMetric((last.heap-first.heap)*1024/float64(last.n-first.n), "heapKiB/viewer")
 		}
 	}
-	b.Log(tbl.String())
 	// Quiet logs: what the agent said at warning level or above.
 	raw, _ := os.ReadFile(ag.log.Name())
 	counts := map[string]int{}
@@ -191,16 +211,50 @@ metrics_listen: %s
 	b.ReportMetric(0, "ns/op")
 }
 
-// measureViewers adds viewers of tg step by step and measures each step.
-func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
+// measureServer takes one server's scorecard (see BenchmarkViewers).
+func measureServer(b *testing.B, in *infra, cams map[int]*camLog, tg served, steps []int) *scorecard {
+	sc := &scorecard{}
 	var viewers []*whepViewer
 	defer func() {
 		for _, v := range viewers {
 			v.pc.Close()
 		}
-		time.Sleep(3 * time.Second) // the sessions end before the next target
+		time.Sleep(3 * time.Second) // the sessions end before the next server
 	}()
-	var rows []viewerRow
+	// One viewer holds channel 1 (it is the first of the steps' viewers),
+	// so the warm views find it pulled.
+	holder := openWHEPViewer(b, tg.url, tg.token)
+	viewers = append(viewers, holder)
+	if _, ok := holder.firstKey(15 * time.Second); !ok {
+		b.Fatalf("%s: no keyframe within 15 s", tg.name)
+	}
+	for range 10 {
+		v := openWHEPViewer(b, tg.url, tg.token)
+		d, ok := v.firstKey(15 * time.Second)
+		if !ok {
+			b.Fatalf("%s: a warm view got no keyframe within 15 s", tg.name)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		frames := v.takeFrames()
+		v.pc.Close()
+		sc.warm = append(sc.warm, msOf(d))
+		if lag, live := cams[1].match(frames); lag != nil {
+			sc.back = append(sc.back, msOf(frames[live].at.Sub(frames[0].at)))
+			sc.lag = append(sc.lag, lag...)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for i := range 6 {
+		waitFor(b, 15*time.Second, tg.name+" lets the cold camera go", func() bool { return in.sim.Playing(2, camera.Main) == 0 })
+		time.Sleep(time.Duration(i) * 650 * time.Millisecond) // phases over the 4 s GOP
+		v := openWHEPViewer(b, tg.coldURL, tg.token)
+		d, ok := v.firstKey(15 * time.Second)
+		v.pc.Close()
+		if !ok {
+			b.Fatalf("%s: a cold view got no keyframe within 15 s", tg.name)
+		}
+		sc.cold = append(sc.cold, msOf(d))
+	}
 	const window = 10 * time.Second
 	for _, n := range steps {
 		var wg sync.WaitGroup
@@ -223,6 +277,7 @@ func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 		before := make([]int64, len(viewers))
 		for i, v := range viewers {
 			before[i] = v.bytes.Load()
+			v.takeFrames()
 		}
 		var m0, m1 map[string]float64
 		if tg.metrics != "" {
@@ -233,11 +288,16 @@ func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 		c1, el, h1 := procCPU(b, tg.pid), time.Since(t0), procCPU(b, os.Getpid())
 		r := viewerRow{n: n, cpu: float64(c1-c0) / float64(el) * 100, rss: rssOf(b, tg.pid), slowest: -1,
 			viewersCPU: float64(h1-h0) / float64(el) * 100}
+		unmatched := 0
 		for i, v := range viewers {
 			rate := float64(v.bytes.Load()-before[i]) * 8 / el.Seconds() / 1e6
 			if r.slowest < 0 || rate < r.slowest {
 				r.slowest = rate
 			}
+			frames := v.takeFrames()
+			d, live := cams[1].match(frames)
+			r.e2e = append(r.e2e, d...)
+			unmatched += live
 		}
 		if tg.metrics != "" {
 			m1 = scrape(b, tg.metrics)
@@ -249,16 +309,114 @@ func measureViewers(b *testing.B, tg served, steps []int) []viewerRow {
 			r.p50 = histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.5) * 1000
 			r.p99 = histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.99) * 1000
 		}
-		rows = append(rows, r)
-		b.Logf("%s, %3d viewers: CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p50 ≤ %.2f, p99 ≤ %.2f ms; the viewers used %.0f%%",
-			tg.name, n, r.cpu, r.heap, r.rss, r.slowest, r.p50, r.p99, r.viewersCPU)
+		sc.rows = append(sc.rows, r)
+		b.Logf("%s, %3d viewers: CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p50 ≤ %.2f, p99 ≤ %.2f ms; camera to viewer p50 %s, p99 %s (%d frames, %d not matched); the viewers used %.0f%%",
+			tg.name, n, r.cpu, r.heap, r.rss, r.slowest, r.p50, r.p99, quantileMs(r.e2e, 0.5), quantileMs(r.e2e, 0.99), len(r.e2e), unmatched, r.viewersCPU)
 	}
-	return rows
+	return sc
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// quantileMs is the q quantile of ds in ms, to two decimals; "–" for none.
+func quantileMs(ds []time.Duration, q float64) string {
+	if len(ds) == 0 {
+		return "–"
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return fmt.Sprintf("%.2f", msOf(s[min(len(s)-1, int(q*float64(len(s))))]))
+}
+
+// pair is "p50 / pHigh" of ms samples, to the whole ms; "–" for none.
+func pair(ms []float64, high float64) string {
+	if len(ms) == 0 {
+		return "–"
+	}
+	s := slices.Clone(ms)
+	slices.Sort(s)
+	pick := func(q float64) float64 { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return fmt.Sprintf("%.0f / %.0f", pick(0.5), pick(high))
+}
+
+// scorecardTable is BenchmarkViewers' one table: a row per figure, a
+// column per server.
+func scorecardTable(targets []served, res map[string]*scorecard, steps []int) string {
+	var t strings.Builder
+	t.WriteString("\n| |")
+	for _, tg := range targets {
+		fmt.Fprintf(&t, " %s |", tg.name)
+	}
+	t.WriteString("\n|---|")
+	for range targets {
+		t.WriteString("---|")
+	}
+	row := func(label string, cell func(tg served, sc *scorecard) string) {
+		fmt.Fprintf(&t, "\n| %s |", label)
+		for _, tg := range targets {
+			fmt.Fprintf(&t, " %s |", cell(tg, res[tg.name]))
+		}
+	}
+	perStep := func(f func(r viewerRow) string) func(served, *scorecard) string {
+		return func(_ served, sc *scorecard) string {
+			var cells []string
+			for _, r := range sc.rows {
+				cells = append(cells, f(r))
+			}
+			return strings.Join(cells, " / ")
+		}
+	}
+	agentOnly := func(f func(r viewerRow) string) func(served, *scorecard) string {
+		return func(tg served, sc *scorecard) string {
+			if tg.metrics == "" {
+				return "–"
+			}
+			return perStep(f)(tg, sc)
+		}
+	}
+	marginal := func(f func(r viewerRow) float64, format string) func(served, *scorecard) string {
+		return func(_ served, sc *scorecard) string {
+			if len(sc.rows) < 2 {
+				return "–"
+			}
+			first, last := sc.rows[0], sc.rows[len(sc.rows)-1]
+			return fmt.Sprintf(format, (f(last)-f(first))/float64(last.n-first.n))
+		}
+	}
+	var ns []string
+	for _, n := range steps {
+		ns = append(ns, strconv.Itoa(n))
+	}
+	at := strings.Join(ns, " / ")
+	span := fmt.Sprintf("%d→%d", steps[0], steps[len(steps)-1])
+	row("first keyframe, warm stream (ms from the offer, p50 / p95)", func(_ served, sc *scorecard) string { return pair(sc.warm, 0.95) })
+	row("first keyframe, cold main stream (ms, p50 / p95)", func(_ served, sc *scorecard) string { return pair(sc.cold, 0.95) })
+	row("live after the first frame (ms, p50 / p95)", func(_ served, sc *scorecard) string { return pair(sc.back, 0.95) })
+	row("then behind the camera (ms, p50 / p99)", func(_ served, sc *scorecard) string {
+		return quantileMs(sc.lag, 0.5) + " / " + quantileMs(sc.lag, 0.99)
+	})
+	row("CPU, % of a core, at "+at+" viewers", perStep(func(r viewerRow) string { return fmt.Sprintf("%.1f", r.cpu) }))
+	row("CPU per viewer ("+span+"), % of a core", marginal(func(r viewerRow) float64 { return r.cpu }, "%.3f"))
+	row("RSS, MiB, at "+at, perStep(func(r viewerRow) string { return fmt.Sprintf("%.0f", r.rss) }))
+	row("RSS per viewer ("+span+"), KiB", marginal(func(r viewerRow) float64 { return r.rss * 1024 }, "%.0f"))
+	row("live heap, MiB, at "+at, agentOnly(func(r viewerRow) string { return fmt.Sprintf("%.1f", r.heap) }))
+	row("live heap per viewer ("+span+"), KiB", func(tg served, sc *scorecard) string {
+		if tg.metrics == "" {
+			return "–"
+		}
+		return marginal(func(r viewerRow) float64 { return r.heap * 1024 }, "%.0f")(tg, sc)
+	})
+	row("camera → viewer, ms p50, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.5) }))
+	row("camera → viewer, ms p99, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.99) }))
+	row("forwarding in the agent, ms p99 (bucket), at "+at, agentOnly(func(r viewerRow) string { return fmt.Sprintf("≤ %.2g", r.p99) }))
+	row("slowest viewer, Mbit/s, at "+at, perStep(func(r viewerRow) string { return fmt.Sprintf("%.2f", r.slowest) }))
+	t.WriteString("\n")
+	return t.String()
 }
 
 // startMediaMTX runs mediamtx pulling camera, with WebRTC on loopback, if
 // it is on the machine; nil if not.
-func startMediaMTX(b *testing.B, camera string) *served {
+func startMediaMTX(b *testing.B, live, cold string) *served {
 	bin := os.Getenv("MEDIAMTX")
 	if bin == "" {
 		var err error
@@ -289,7 +447,12 @@ paths:
   cam1:
     source: %s
     rtspTransport: tcp
-`, httpAddr, udp, camera)
+  cam2:
+    source: %s
+    rtspTransport: tcp
+    sourceOnDemand: yes
+    sourceOnDemandCloseAfter: 100ms
+`, httpAddr, udp, live, cold)
 	path := filepath.Join(dir, "mediamtx.yml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		b.Fatal(err)
@@ -309,5 +472,5 @@ paths:
 		return err == nil
 	})
 	time.Sleep(2 * time.Second) // its source connected
-	return &served{name: "mediamtx", pid: cmd.Process.Pid, url: "http://" + httpAddr + "/cam1/whep"}
+	return &served{name: "mediamtx", pid: cmd.Process.Pid, url: "http://" + httpAddr + "/cam1/whep", coldURL: "http://" + httpAddr + "/cam2/whep"}
 }

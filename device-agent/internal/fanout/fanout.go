@@ -298,6 +298,10 @@ func (s *Stream) Release() {
 			s.log.Info("no viewers: closing the camera stream")
 			s.cancel()
 			s.cancel = nil
+			// A stopped stream has no picture to offer: a stale GOP would
+			// keep its next viewer off the warm sub stream (and the next
+			// run drops it anyway).
+			s.gop, s.gopBytes = nil, 0
 		}
 	})
 }
@@ -362,6 +366,11 @@ func (s *Stream) run(ctx context.Context, ready chan struct{}) {
 			})
 		stopRun()
 		if ctx.Err() != nil {
+			s.mu.Lock()
+			if s.cancel == nil { // not restarted: a frame published as it stopped goes too
+				s.gop, s.gopBytes = nil, 0
+			}
+			s.mu.Unlock()
 			return
 		}
 		if d := stalled(); d > 0 {

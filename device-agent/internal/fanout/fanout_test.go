@@ -204,11 +204,17 @@ func TestResyncReplaysGOP(t *testing.T) {
 	}
 }
 
+// A stream stops after its linger and forgets its pictures (a stale GOP
+// would keep the next viewer of a cold main stream off the warm sub stream).
 func TestLingerThenStop(t *testing.T) {
 	cam := newFakeCamera(t)
 	s := newStream(t, cam, Config{Linger: 100 * time.Millisecond})
 	if _, err := s.Acquire(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	cam.send(t, s, 0, 5)
+	if n := s.Stats().GOP; n == 0 {
+		t.Fatal("no GOP cached while running")
 	}
 	// A second viewer shares the pull.
 	if _, err := s.Acquire(context.Background()); err != nil {
@@ -228,6 +234,9 @@ func TestLingerThenStop(t *testing.T) {
 			t.Fatal("stream still running long after the linger")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	if n := s.Stats().GOP; n != 0 {
+		t.Fatalf("a stopped stream still holds %d frames of GOP", n)
 	}
 	if _, err := s.Acquire(context.Background()); err != nil {
 		t.Fatal(err)
