@@ -206,7 +206,7 @@ metrics_listen: %s
 		}
 	}
 	for msg, n := range counts {
-		b.Logf("agent log: %d× %s", n, msg)
+		fmt.Printf("agent log: %d× %s\n", n, msg)
 	}
 	b.ReportMetric(0, "ns/op")
 }
