@@ -107,6 +107,8 @@ type viewerRow struct {
 	e2e []time.Duration
 	// viewersCPU is the benchmark's own process: its viewers.
 	viewersCPU float64
+	// gcs is the agent's garbage collections a second.
+	gcs float64
 }
 
 // scorecard is one server's figures in BenchmarkViewers.
@@ -308,10 +310,11 @@ func measureServer(b *testing.B, in *infra, cams map[int]*camLog, tg served, ste
 			r.heap = m1["peercam_agent_heap_live_bytes"] / (1 << 20)
 			r.p50 = histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.5) * 1000
 			r.p99 = histQuantile(delta, "peercam_agent_forward_delay_seconds", 0.99) * 1000
+			r.gcs = delta["go_gc_duration_seconds_count"] / el.Seconds()
 		}
 		sc.rows = append(sc.rows, r)
-		b.Logf("%s, %3d viewers: CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p50 ≤ %.2f, p99 ≤ %.2f ms; camera to viewer p50 %s, p99 %s (%d frames, %d not matched); the viewers used %.0f%%",
-			tg.name, n, r.cpu, r.heap, r.rss, r.slowest, r.p50, r.p99, quantileMs(r.e2e, 0.5), quantileMs(r.e2e, 0.99), len(r.e2e), unmatched, r.viewersCPU)
+		b.Logf("%s, %3d viewers: CPU %5.1f%% of a core, live heap %5.1f MiB, RSS %5.1f MiB; slowest viewer %.2f Mbit/s; forwarding p50 ≤ %.2f, p99 ≤ %.2f ms, %.1f GC/s; camera to viewer p50 %s, p99 %s (%d frames, %d not matched); the viewers used %.0f%%",
+			tg.name, n, r.cpu, r.heap, r.rss, r.slowest, r.p50, r.p99, r.gcs, quantileMs(r.e2e, 0.5), quantileMs(r.e2e, 0.99), len(r.e2e), unmatched, r.viewersCPU)
 	}
 	return sc
 }
