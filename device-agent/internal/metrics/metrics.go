@@ -48,7 +48,7 @@ func New(viewers func() int) *Metrics {
 		SessionsRefused:  s.NewCounter("peercam_agent_sessions_refused_total"),
 		KeyframeRequests: s.NewCounter("peercam_agent_keyframe_requests_total"),
 		ForwardDelay: s.NewPrometheusHistogramExt("peercam_agent_forward_delay_seconds",
-			[]float64{0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1}),
+			[]float64{0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1}),
 	}
 	s.NewGauge("peercam_agent_viewers", func() float64 {
 		if viewers == nil {

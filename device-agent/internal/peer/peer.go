@@ -851,14 +851,40 @@ func random32() uint32 {
 	return binary.BigEndian.Uint32(b[:])
 }
 
-// write feeds the viewer. Frames older than freshAge are the GOP cache (or a
-// backlog): they go out CatchUp times faster than real time, with timestamps
-// compressed to match, so the decoder runs through them and the picture
-// reaches live within a fraction of a second. Fresh frames go out as they
-// come with the camera's own spacing.
+// freshAge is how old a frame may be and still go out as it comes: an
+// older one is the GOP cache or a backlog (see pacer).
+const freshAge = 150 * time.Millisecond
+
+// pacer tells a viewer's live frames from its backlog. A frame older than
+// freshAge starts a catch-up, which lasts until the queue it came from is
+// empty: every frame until then goes CatchUp times faster than real time,
+// with timestamps compressed to match, so the decoder runs through them and
+// the picture reaches live within a fraction of a second. The backlog's
+// youngest frames (under freshAge old) are part of it: sent as they came,
+// they would reach the viewer in one burst, which its jitter buffer takes
+// for network delay.
+type pacer struct{ catching bool }
+
+// behind reports whether a frame age old, with queued frames waiting after
+// it, is backlog.
+func (p *pacer) behind(age time.Duration, queued int) bool {
+	if age > freshAge {
+		p.catching = true
+	}
+	if !p.catching {
+		return false
+	}
+	if queued == 0 { // the newest frame there is: live from the next
+		p.catching = false
+	}
+	return true
+}
+
+// write feeds the viewer: its backlog at the catch-up pace (see pacer), live
+// frames as they come with the camera's own spacing.
 func (s *Session) write(sub *fanout.Sub) {
-	const freshAge = 150 * time.Millisecond
 	const defaultDelta = 90000 / 25
+	var pace pacer
 	speed := int64(s.m.cfg.CatchUp)
 	vSeq, aSeq := uint16(random32()), uint16(random32())
 	vTS := random32()
@@ -893,10 +919,12 @@ func (s *Session) write(sub *fanout.Sub) {
 	}
 	for {
 		var f *fanout.Frame
+		var from <-chan *fanout.Frame
 		select {
 		case <-s.ctx.Done():
 			return
 		case f = <-sub.C():
+			from = sub.C()
 			if boot != nil && f.Video {
 				if !f.Keyframe {
 					continue
@@ -909,14 +937,14 @@ func (s *Session) write(sub *fanout.Sub) {
 			if f.Event != "" || !f.Video {
 				continue // events and sound come from the stream watched
 			}
+			from = bootC
 		}
 		if f.Event != "" {
 			s.cameraEvent(f.Event, f.Reason)
 			continue
 		}
-		behind := time.Since(f.At) > freshAge
 		if !f.Video {
-			if s.audio == nil || behind {
+			if s.audio == nil || time.Since(f.At) > freshAge {
 				continue // stale audio is worse than none
 			}
 			if aFirst {
@@ -932,6 +960,7 @@ func (s *Session) write(sub *fanout.Sub) {
 			}
 			continue
 		}
+		behind := pace.behind(time.Since(f.At), len(from))
 		delta := int64(int32(f.TS - lastIn))
 		if delta <= 0 || delta > 5*90000 {
 			delta = defaultDelta
