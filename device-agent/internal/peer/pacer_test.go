@@ -32,4 +32,12 @@ func TestPacer(t *testing.T) {
 	if p.behind(2*time.Millisecond, 0) {
 		t.Fatal("still catching up after the backlog")
 	}
+	// Sound queued behind the newest frame does not make it backlog.
+	p.behind(time.Second, 5)
+	if !p.behind(10*time.Millisecond, 2) {
+		t.Fatal("the backlog's last frame went out as live")
+	}
+	if p.behind(10*time.Millisecond, 1) {
+		t.Fatal("a live frame with sound queued after it was paced as backlog")
+	}
 }

@@ -855,14 +855,18 @@ func random32() uint32 {
 // older one is the GOP cache or a backlog (see pacer).
 const freshAge = 150 * time.Millisecond
 
+// liveAge is how young a frame is when it has just come from the camera.
+const liveAge = 20 * time.Millisecond
+
 // pacer tells a viewer's live frames from its backlog. A frame older than
 // freshAge starts a catch-up, which lasts until the queue it came from is
-// empty: every frame until then goes CatchUp times faster than real time,
-// with timestamps compressed to match, so the decoder runs through them and
-// the picture reaches live within a fraction of a second. The backlog's
-// youngest frames (under freshAge old) are part of it: sent as they came,
-// they would reach the viewer in one burst, which its jitter buffer takes
-// for network delay.
+// empty or a frame is under liveAge old (sound queued behind the newest
+// frame does not hold it up): every frame until then goes CatchUp times
+// faster than real time, with timestamps compressed to match, so the
+// decoder runs through them and the picture reaches live within a fraction
+// of a second. The backlog's youngest frames (under freshAge old) are part
+// of it: sent as they came, they would reach the viewer in one burst, which
+// its jitter buffer takes for network delay.
 type pacer struct{ catching bool }
 
 // behind reports whether a frame age old, with queued frames waiting after
@@ -874,7 +878,7 @@ func (p *pacer) behind(age time.Duration, queued int) bool {
 	if !p.catching {
 		return false
 	}
-	if queued == 0 { // the newest frame there is: live from the next
+	if queued == 0 || age < liveAge { // the newest frame there is: live from the next
 		p.catching = false
 	}
 	return true
