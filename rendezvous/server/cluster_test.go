@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -254,5 +255,31 @@ func TestClusterMessagePinnedToAnotherLink(t *testing.T) {
 	}
 	if m, err := gone.NextMsg(200 * time.Millisecond); err == nil {
 		t.Fatalf("the viewer's node was told %s", m.Data)
+	}
+}
+
+// A node reads its rate-limit budgets only after it has heard what the
+// other nodes spent and flushed before: a guess on B a moment after a
+// failure on A counts it, even when A's announcement is queued behind
+// thousands of others (a busy cluster). Otherwise an attacker alternating
+// between nodes gets a guess or two more (the "refused at 7" the e2e
+// attack case saw under load).
+func TestClusterLimitsHeardBeforeTheNextGuess(t *testing.T) {
+	nodes := startNodes(t, 2)
+	A, B := nodes[0], nodes[1]
+	var heard atomic.Bool
+	B.Hub().OnSharedLimit(func(name, key string, forget bool) {
+		if name == "pair" && key == "last" {
+			heard.Store(true)
+		}
+	})
+	for i := range 20000 {
+		A.Hub().ShareLimit("flood", strconv.Itoa(i), false)
+	}
+	A.Hub().ShareLimit("pair", "last", false)
+	A.Hub().FlushShared()
+	B.Hub().HearShared()
+	if !heard.Load() {
+		t.Fatal("B read its budgets before it had heard what A spent and flushed")
 	}
 }

@@ -439,6 +439,7 @@ func (a *API) devices(w http.ResponseWriter, r *http.Request, si *signedIn) {
 }
 
 func (a *API) claim(w http.ResponseWriter, r *http.Request, si *signedIn) {
+	a.cfg.Hub.HearShared() // what another node just counted, before the budgets are read
 	if !a.limiter.allow(w, "claim:"+addrKey(a.clientIP(r))) || !a.limiter.allow(w, "claim-user:"+si.user.Name) {
 		return
 	}

@@ -78,6 +78,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := addrKey(a.clientIP(r))
+	a.cfg.Hub.HearShared() // what another node just counted, before the budgets are read
 	if d := a.limiter.wait("login:" + ip); d > 0 {
 		a.tooMany(w, d, "Too many failed sign-ins from your network. Wait a little and try again.")
 		return

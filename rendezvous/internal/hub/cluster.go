@@ -47,6 +47,10 @@ type cluster struct {
 	next atomic.Uint64
 	// limits hears rate-limit spending by other nodes.
 	limits atomic.Pointer[func(name, key string, forget bool)]
+	// barriers are this node's barrier broadcasts not yet heard back, by
+	// ID, each with the channel closed when it is (see barrier).
+	barriers   sync.Map
+	barrierSeq atomic.Uint64
 
 	// inbox carries the device subjects' messages to shards workers, a
 	// device's always to the same one (its messages stay in order); a
@@ -509,10 +513,43 @@ func (c *cluster) fromPeer(e envelope) {
 	}
 }
 
+// barrier returns once this node has heard back a broadcast of its own
+// (at most within timeout): NATS delivers a subject's messages to a
+// connection in the order the server took them, and onAll handles them in
+// that order, so by then this node has handled every broadcast the server
+// took before it. Another node's broadcast flushed before this call is one
+// of them when both nodes use the same NATS server; across a NATS cluster's
+// routes it may still be on its way.
+func (c *cluster) barrier(timeout time.Duration) {
+	id := strconv.FormatUint(c.barrierSeq.Add(1), 10)
+	heard := make(chan struct{})
+	c.barriers.Store(id, heard)
+	defer c.barriers.Delete(id)
+	c.broadcast(envelope{Op: "barrier", ID: id})
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-heard:
+	case <-t.C:
+	}
+}
+
 // onAll serves the broadcasts.
 func (c *cluster) onAll(nm *nats.Msg) {
 	var e envelope
-	if e.decode(nm.Data) != nil || e.Node == c.node {
+	if e.decode(nm.Data) != nil {
+		return
+	}
+	if e.Op == "barrier" { // other nodes' are not for this one
+		if e.Node != c.node {
+			return
+		}
+		if ch, ok := c.barriers.LoadAndDelete(e.ID); ok {
+			close(ch.(chan struct{}))
+		}
+		return
+	}
+	if e.Node == c.node {
 		return
 	}
 	h := c.h

@@ -1427,6 +1427,17 @@ func (h *Hub) FlushShared() {
 	}
 }
 
+// HearShared returns once this node has heard what the other nodes'
+// ShareLimit announced and flushed before it was called (at most 1 s), so
+// that a guess here is counted against what another node spent a moment
+// ago: a round trip through NATS on the subject those come on. Nothing on
+// one node.
+func (h *Hub) HearShared() {
+	if h != nil && h.cl != nil {
+		h.cl.barrier(time.Second)
+	}
+}
+
 // OnSharedLimit sets what hears the other nodes' ShareLimit.
 func (h *Hub) OnSharedLimit(f func(name, key string, forget bool)) {
 	if h.cl != nil {
