@@ -348,6 +348,34 @@ func TestAttackSuiteBinaries(t *testing.T) {
 		}
 	})
 
+	// Guesses sent all at once must not all pass the budget check before
+	// the first of them is counted: no more are checked than one at a time
+	// would get (five per account and address).
+	t.Run("parallel guesses from one address get no more than sequential ones", func(t *testing.T) {
+		var wg sync.WaitGroup
+		var checked, refused atomic.Int32
+		for range 20 {
+			wg.Go(func() {
+				switch st, _ := s.loginFrom(t, "bob", "guess", "127.0.3.1"); st {
+				case 401:
+					checked.Add(1)
+				case 429:
+					refused.Add(1)
+				default:
+					t.Errorf("a guess: %d", st)
+				}
+			})
+		}
+		wg.Wait()
+		t.Logf("20 parallel guesses: %d checked, %d refused", checked.Load(), refused.Load())
+		if checked.Load() > 5 {
+			t.Fatalf("20 parallel guesses from one address: %d passwords checked, want at most 5", checked.Load())
+		}
+		if st, body := s.loginFrom(t, "bob", "bob-password", "127.0.3.2"); st != 200 {
+			t.Fatalf("owner from another address after the parallel guesses: %d %v", st, body)
+		}
+	})
+
 	t.Run("logout ends the session on the server", func(t *testing.T) {
 		tok := s.login(t, "bob", "bob-password", "127.0.2.51")
 		req, _ := http.NewRequest("POST", s.base+"/api/logout", nil)

@@ -110,6 +110,10 @@ type API struct {
 	pairFail    *limiter // failed sign-ins per (account, address)
 	opens       *limiter // session opens per address and per token
 	hashes      chan struct{}
+	// signins lets one sign-in per address be checked at a time, so that
+	// guesses sent at once cannot all pass the budgets before the first
+	// failure is counted.
+	signins     turns
 	handshakes  chan struct{}
 	viewerConns connCounter
 	deviceConns connCounter

@@ -78,6 +78,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := addrKey(a.clientIP(r))
+	// One at a time per address: budgets are read, the password checked
+	// and a failure counted before the next guess from there is looked at.
+	done, ok := a.signins.take(r.Context(), ip, a.cfg.HashWait)
+	if !ok {
+		a.tooMany(w, time.Second, "A sign-in from your network is still being checked. Try again in a moment.")
+		return
+	}
+	defer done()
 	a.cfg.Hub.HearShared() // what another node just counted, before the budgets are read
 	if d := a.limiter.wait("login:" + ip); d > 0 {
 		a.tooMany(w, d, "Too many failed sign-ins from your network. Wait a little and try again.")

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -185,4 +186,51 @@ func (c *connCounter) release(key string) {
 	if c.n[key]--; c.n[key] <= 0 {
 		delete(c.n, key)
 	}
+}
+
+// turns lets one caller per key work at a time; the others wait their turn.
+// A key is held only while somebody uses or waits for it.
+type turns struct {
+	mu sync.Mutex // guards keys
+	// keys maps a key to its turn: a one-place channel, full while it is
+	// somebody's, and how many hold or wait for it.
+	keys map[string]*turn
+}
+
+type turn struct {
+	ch    chan struct{}
+	users int
+}
+
+// take waits, at most wait, for key's turn; done ends it. ok is false
+// when the wait (or ctx) ran out first.
+func (t *turns) take(ctx context.Context, key string, wait time.Duration) (done func(), ok bool) {
+	t.mu.Lock()
+	if t.keys == nil {
+		t.keys = map[string]*turn{}
+	}
+	k := t.keys[key]
+	if k == nil {
+		k = &turn{ch: make(chan struct{}, 1)}
+		t.keys[key] = k
+	}
+	k.users++
+	t.mu.Unlock()
+	leave := func() {
+		t.mu.Lock()
+		if k.users--; k.users == 0 {
+			delete(t.keys, key)
+		}
+		t.mu.Unlock()
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case k.ch <- struct{}{}:
+		return func() { <-k.ch; leave() }, true
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	leave()
+	return nil, false
 }
