@@ -186,13 +186,11 @@ metrics_listen: %s
 	fmt.Print(scorecardTable(targets, results, steps))
 	for _, tg := range targets {
 		rows := results[tg.name].rows
-		if len(rows) < 2 {
-			continue
+		if cpu, ok := perViewer(rows, func(r viewerRow) float64 { return r.cpu }); ok {
+			b.ReportMetric(cpu, "cpu%/viewer-"+tg.name)
 		}
-		first, last := rows[0], rows[len(rows)-1]
-		b.ReportMetric((last.cpu-first.cpu)/float64(last.n-first.n), "cpu%/viewer-"+tg.name)
-		if tg.metrics != "" {
-			b.ReportMetric((last.heap-first.heap)*1024/float64(last.n-first.n), "heapKiB/viewer")
+		if heap, ok := perViewer(rows, func(r viewerRow) float64 { return r.heap * 1024 }); ok && tg.metrics != "" {
+			b.ReportMetric(heap, "heapKiB/viewer")
 		}
 	}
 	// Quiet logs: what the agent said at warning level or above.
@@ -319,6 +317,16 @@ func measureServer(b *testing.B, in *infra, cams map[int]*camLog, tg served, ste
 	return sc
 }
 
+// perViewer is f's slope from the first step to the last, per viewer;
+// false with fewer than two steps.
+func perViewer(rows []viewerRow, f func(r viewerRow) float64) (float64, bool) {
+	if len(rows) < 2 {
+		return 0, false
+	}
+	first, last := rows[0], rows[len(rows)-1]
+	return (f(last) - f(first)) / float64(last.n-first.n), true
+}
+
 func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // quantileMs is the q quantile of ds in ms, to two decimals; "–" for none.
@@ -369,21 +377,21 @@ func scorecardTable(targets []served, res map[string]*scorecard, steps []int) st
 			return strings.Join(cells, " / ")
 		}
 	}
-	agentOnly := func(f func(r viewerRow) string) func(served, *scorecard) string {
+	// agentOnly is cell for the agent, whose metrics have the figure.
+	agentOnly := func(cell func(served, *scorecard) string) func(served, *scorecard) string {
 		return func(tg served, sc *scorecard) string {
 			if tg.metrics == "" {
 				return "–"
 			}
-			return perStep(f)(tg, sc)
+			return cell(tg, sc)
 		}
 	}
 	marginal := func(f func(r viewerRow) float64, format string) func(served, *scorecard) string {
 		return func(_ served, sc *scorecard) string {
-			if len(sc.rows) < 2 {
-				return "–"
+			if v, ok := perViewer(sc.rows, f); ok {
+				return fmt.Sprintf(format, v)
 			}
-			first, last := sc.rows[0], sc.rows[len(sc.rows)-1]
-			return fmt.Sprintf(format, (f(last)-f(first))/float64(last.n-first.n))
+			return "–"
 		}
 	}
 	var ns []string
@@ -402,16 +410,11 @@ func scorecardTable(targets []served, res map[string]*scorecard, steps []int) st
 	row("CPU per viewer ("+span+"), % of a core", marginal(func(r viewerRow) float64 { return r.cpu }, "%.3f"))
 	row("RSS, MiB, at "+at, perStep(func(r viewerRow) string { return fmt.Sprintf("%.0f", r.rss) }))
 	row("RSS per viewer ("+span+"), KiB", marginal(func(r viewerRow) float64 { return r.rss * 1024 }, "%.0f"))
-	row("live heap, MiB, at "+at, agentOnly(func(r viewerRow) string { return fmt.Sprintf("%.1f", r.heap) }))
-	row("live heap per viewer ("+span+"), KiB", func(tg served, sc *scorecard) string {
-		if tg.metrics == "" {
-			return "–"
-		}
-		return marginal(func(r viewerRow) float64 { return r.heap * 1024 }, "%.0f")(tg, sc)
-	})
+	row("live heap, MiB, at "+at, agentOnly(perStep(func(r viewerRow) string { return fmt.Sprintf("%.1f", r.heap) })))
+	row("live heap per viewer ("+span+"), KiB", agentOnly(marginal(func(r viewerRow) float64 { return r.heap * 1024 }, "%.0f")))
 	row("camera → viewer, ms p50, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.5) }))
 	row("camera → viewer, ms p99, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.99) }))
-	row("forwarding in the agent, ms p99 (bucket), at "+at, agentOnly(func(r viewerRow) string { return fmt.Sprintf("≤ %.2g", r.p99) }))
+	row("forwarding in the agent, ms p99 (bucket), at "+at, agentOnly(perStep(func(r viewerRow) string { return fmt.Sprintf("≤ %.2g", r.p99) })))
 	row("slowest viewer, Mbit/s, at "+at, perStep(func(r viewerRow) string { return fmt.Sprintf("%.2f", r.slowest) }))
 	t.WriteString("\n")
 	return t.String()
