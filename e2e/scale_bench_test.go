@@ -414,7 +414,7 @@ func scorecardTable(targets []served, res map[string]*scorecard, steps []int) st
 	row("live heap per viewer ("+span+"), KiB", agentOnly(marginal(func(r viewerRow) float64 { return r.heap * 1024 }, "%.0f")))
 	row("camera → viewer, ms p50, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.5) }))
 	row("camera → viewer, ms p99, at "+at, perStep(func(r viewerRow) string { return quantileMs(r.e2e, 0.99) }))
-	row("forwarding in the agent, ms p99 (bucket), at "+at, agentOnly(perStep(func(r viewerRow) string { return fmt.Sprintf("≤ %.2g", r.p99) })))
+	row("forwarding in the agent, ms p99 (bucket), at "+at, agentOnly(perStep(func(r viewerRow) string { return "≤ " + strconv.FormatFloat(r.p99, 'g', -1, 64) })))
 	row("slowest viewer, Mbit/s, at "+at, perStep(func(r viewerRow) string { return fmt.Sprintf("%.2f", r.slowest) }))
 	t.WriteString("\n")
 	return t.String()
